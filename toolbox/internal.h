@@ -1,0 +1,33 @@
+/*
+ * internal.h - helpers shared by libtoolbox's modules; not installed.
+ */
+#ifndef TOOLBOX_INTERNAL_H
+#define TOOLBOX_INTERNAL_H
+
+#include "toolbox/error.h"
+
+#include <stddef.h>
+
+#if defined(__GNUC__)
+#define TBX_PRINTF(a, b) __attribute__((format(printf, a, b)))
+#else
+#define TBX_PRINTF(a, b)
+#endif
+
+/* Fill err (if non-NULL) with code and a formatted message; returns code. */
+tbx_status tbx_seterr(tbx_error *err, tbx_status code, const char *fmt, ...) TBX_PRINTF(3, 4);
+
+/* Growable byte buffer. Zero-initialise; free data with free(). */
+typedef struct tbx_buf {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+} tbx_buf;
+
+int tbx_buf_reserve(tbx_buf *b, size_t extra);          /* 0 ok, -1 ENOMEM */
+int tbx_buf_append(tbx_buf *b, const void *p, size_t n); /* 0 ok, -1 ENOMEM */
+int tbx_buf_putc(tbx_buf *b, unsigned char c);
+int tbx_buf_printf(tbx_buf *b, const char *fmt, ...) TBX_PRINTF(2, 3);
+void tbx_buf_free(tbx_buf *b);
+
+#endif
