@@ -7,6 +7,10 @@
 #include "toolbox/error.h"
 
 #include <stddef.h>
+#include <stdint.h>
+
+/* Drop const from a pointer the C API makes us pass as mutable but never writes. */
+#define TBX_UNCONST(p) ((void *)(uintptr_t)(p))
 
 #if defined(__GNUC__)
 #define TBX_PRINTF(a, b) __attribute__((format(printf, a, b)))

@@ -1,0 +1,19 @@
+/* pg.h - opening libpq connections with bounded waits. Internal. */
+#ifndef TOOLBOX_PG_H
+#define TOOLBOX_PG_H
+
+#include <libpq-fe.h>
+
+#include "internal.h"
+
+/* Connect to url (db+ prefix allowed) with connect_timeout, TCP keepalives and
+ * application_name. On success *out is owned by the caller (PQfinish). */
+tbx_status tbx_pg_connect(const char *url, const char *app, PGconn **out, tbx_error *err);
+
+/* Map a failed result to a status with "what: server message" (one line). */
+tbx_status tbx_pg_fail(PGconn *c, PGresult *r, const char *what, tbx_error *err);
+
+/* Run a parameterless command; TBX_EDB with the server's message on failure. */
+tbx_status tbx_pg_exec(PGconn *c, const char *sql, const char *what, tbx_error *err);
+
+#endif

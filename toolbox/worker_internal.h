@@ -1,0 +1,123 @@
+/*
+ * worker_internal.h - state of the worker runner's main process. Internal.
+ *
+ * A job is one delivery on its way through the worker:
+ *   delivered -> (eta heap) -> ready queue -> child FIFO (running at its head)
+ *   -> outcome -> result row in the batch -> committed -> ack.
+ */
+#ifndef TOOLBOX_WORKER_INTERNAL_H
+#define TOOLBOX_WORKER_INTERNAL_H
+
+#include <libpq-fe.h>
+#include <sys/types.h>
+
+#include "batch.h"
+#include "broker.h"
+#include "pool.h"
+#include "toolbox/config.h"
+#include "toolbox/message.h"
+#include "toolbox/producer.h"
+#include "toolbox/worker.h"
+
+typedef struct job {
+    struct job *next;         /* ready queue or child FIFO */
+    uint64_t tag;             /* delivery tag */
+    unsigned gen;             /* broker connection generation the tag belongs to */
+    int redelivered;
+    tbx_task_msg *msg;
+    unsigned char *body;      /* raw JSON body, sent to the child */
+    size_t body_len;
+    int handler;              /* index into w->handlers */
+    double eta;               /* epoch; 0 = none */
+    double expires;           /* epoch; 0 = none */
+    double started;           /* monotonic start, 0 until running */
+    double soft, hard;        /* limits in seconds; 0 = none */
+    int soft_sent;
+} job;
+
+typedef struct child {
+    pid_t pid;
+    int fd;
+    job *head, *tail;         /* dispatched, in order; head is running */
+    int depth;
+    tbx_buf in;               /* partial outcome frames */
+    tbx_buf out;              /* RUN frames not yet written */
+    int kill_reason;          /* 0, or why we killed it (KILL_*) */
+} child;
+
+enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_REVOKE, KILL_SHUTDOWN };
+
+/* A pending broker action, performed once the rows before it are committed. */
+typedef struct action {
+    uint64_t tag;
+    unsigned gen;
+    int kind; /* ACT_ACK, ACT_REJECT, ACT_REQUEUE */
+} action;
+
+enum { ACT_ACK = 1, ACT_REJECT, ACT_REQUEUE };
+
+struct tbx_worker {
+    char *service;
+    tbx_handler *handlers;
+    size_t nhandlers, caphandlers;
+    tbx_task_hooks hooks;
+    int has_hooks;
+
+    /* settings */
+    tbx_config *cfg;
+    char hostname[256];
+    char **queues;
+    size_t nqueues;
+    int concurrency, prefetch;
+    long long max_tasks;
+    double max_duration;
+    int track_started;
+    size_t result_batch;
+    size_t max_body;
+
+    /* runtime */
+    tbx_broker *b;
+    unsigned gen;
+    int consuming;
+    amqp_bytes_t ctags[16];   /* consumer tags, one per queue */
+    double reconnect_at;
+    double reconnect_delay;
+    PGconn *db;
+    double db_retry_at, db_delay;
+    tbx_producer *prod;
+    tbx_batch *batch;
+    double batch_since;       /* monotonic time of the oldest uncommitted row */
+    action *acts;
+    size_t nacts, capacts;
+    child *children;
+    job *ready_head, *ready_tail;
+    job **eta_heap;
+    size_t neta, capeta;
+    int qos_applied;          /* prefetch currently set on the channel */
+    unsigned long long processed, received;
+    double started_mono;
+    int stopping;             /* 1 warm, 2 cold */
+    int sigpipe[2];
+    char **argv;
+    size_t argv_space;
+};
+
+#define TBX_MAX_PIPELINE 8
+
+/* worker_run.c */
+int tbx_worker_run(tbx_worker *w);
+
+/* followup.c: retries and follow-up tasks go out through w->prod. */
+tbx_status tbx_followup_retry(tbx_worker *w, const job *j, double countdown, tbx_error *err);
+tbx_status tbx_followup_success(tbx_worker *w, const job *j, const char *result_json, tbx_error *err);
+tbx_status tbx_followup_failure(tbx_worker *w, const job *j, tbx_error *err);
+
+/* proctitle.c */
+void tbx_proctitle_init(tbx_worker *w, int argc, char **argv);
+void tbx_proctitle_set(tbx_worker *w, const char *fmt, ...)
+#if defined(__GNUC__)
+    __attribute__((format(printf, 2, 3)))
+#endif
+    ;
+
+#endif
