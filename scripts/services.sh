@@ -563,11 +563,32 @@ cmd_env() {
     printf 'export TOOLBOX_BROKER_URL=%s\n' "$(q "amqp://guest:guest@127.0.0.1:$AMQP_PORT//")"
     printf 'export TOOLBOX_RESULT_BACKEND=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$PG_DB")")"
-    printf 'export TOOLBOX_PG_OWNER_URL=%s\n' \
+    printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$PG_DB")")"
     printf 'export TOOLBOX_SERVICES_DIR=%s\n' "$(q "$SERVICES_DIR")"
     printf 'export TOOLBOX_AMQP_PORT=%s\n' "$AMQP_PORT"
     printf 'export TOOLBOX_PG_PORT=%s\n' "$PG_PORT"
+}
+
+# An isolated world for one test suite: RabbitMQ vhost NAME (guest may use it) and database NAME
+# (same roles and grants as the main one). Prints export lines like `env`, pointing into it.
+cmd_sandbox() {
+    local name=${1:-}
+    [[ $name =~ ^[a-z][a-z0-9_]{0,40}$ ]] || die "sandbox: NAME must match [a-z][a-z0-9_]* (got '$name')"
+    need_root sandbox
+    take_lock
+    rmq_env
+    if ! rmqctl list_vhosts --silent 2>/dev/null | grep -qx "$name"; then
+        rmqctl add_vhost "$name" >/dev/null || die "sandbox: cannot add vhost $name"
+    fi
+    rmqctl set_permissions -p "$name" guest '.*' '.*' '.*' >/dev/null || die "sandbox: cannot grant vhost $name"
+    PG_DB=$name pg_bootstrap
+    q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+    printf 'export TOOLBOX_BROKER_URL=%s\n' "$(q "amqp://guest:guest@127.0.0.1:$AMQP_PORT/$name")"
+    printf 'export TOOLBOX_RESULT_BACKEND=%s\n' \
+        "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
+    printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
+        "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
 }
 
 cmd_psql() {
@@ -595,6 +616,7 @@ Commands:
   env          print export lines for eval: eval "\$($PROG env)"
   psql [ARGS]  open psql on database $PG_DB as its owner $PG_OWNER (extra ARGS go to psql)
   reset-db     drop and recreate database $PG_DB (roles and grants included, no tables)
+  sandbox NAME create vhost NAME and database NAME (idempotent) and print export lines for them
 
 Ports: AMQP $AMQP_PORT (TOOLBOX_AMQP_PORT), PostgreSQL $PG_PORT (TOOLBOX_PG_PORT),
        Erlang distribution $DIST_PORT, rabbitmqctl $CTL_DIST_MIN-$CTL_DIST_MAX, epmd $EPMD_PORT.
@@ -613,6 +635,7 @@ main() {
     env) cmd_env ;;
     psql) cmd_psql "$@" ;;
     reset-db) cmd_reset_db ;;
+    sandbox) cmd_sandbox "$@" ;;
     help | -h | --help) usage ;;
     *)
         usage >&2

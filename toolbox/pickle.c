@@ -95,42 +95,57 @@ static tbx_status put_items(enc *e, const json_t *arr, size_t from, size_t to, i
     return TBX_OK;
 }
 
+/* Batching as CPython's _pickle.c (batch_list_exact / batch_dict_exact), so that the bytes
+   equal pickletools.optimize(pickle.dumps(x, 2)): a single item uses APPEND/SETITEM, otherwise
+   MARK ... APPENDS/SETITEMS per 1000 items (for a dict, followed by an empty batch when the
+   size is a multiple of 1000). */
 static tbx_status put_list(enc *e, const json_t *arr, int depth, tbx_error *err)
 {
     size_t n = json_array_size(arr);
     op(e, ']');
+    if (n == 1) {
+        tbx_status st = put_items(e, arr, 0, 1, depth, err);
+        op(e, 'a');
+        return st;
+    }
     for (size_t at = 0; at < n; at += BATCH) {
         size_t k = n - at < BATCH ? n - at : BATCH;
-        if (k > 1)
-            op(e, '(');
+        op(e, '(');
         tbx_status st = put_items(e, arr, at, at + k, depth, err);
         if (st)
             return st;
-        op(e, k > 1 ? 'e' : 'a');
+        op(e, 'e');
     }
     return TBX_OK;
+}
+
+static tbx_status put_pair(enc *e, void *it, int depth, tbx_error *err)
+{
+    tbx_status st = put_str(e, json_object_iter_key(it), json_object_iter_key_len(it), err);
+    return st ? st : put_value(e, json_object_iter_value(it), depth + 1, err);
 }
 
 static tbx_status put_dict(enc *e, const json_t *obj, int depth, tbx_error *err)
 {
     json_t *o = (json_t *)(uintptr_t)obj; /* jansson's iterators do not modify the object */
-    size_t n = json_object_size(obj), done = 0;
     void *it = json_object_iter(o);
+    tbx_status st;
     op(e, '}');
-    while (done < n && it) {
-        size_t k = n - done < BATCH ? n - done : BATCH, i = 0;
-        if (k > 1)
-            op(e, '(');
-        for (; i < k && it; i++, it = json_object_iter_next(o, it)) {
-            tbx_status st = put_str(e, json_object_iter_key(it), json_object_iter_key_len(it), err);
-            if (!st)
-                st = put_value(e, json_object_iter_value(it), depth + 1, err);
-            if (st)
-                return st;
-        }
-        op(e, k > 1 ? 'u' : 's');
-        done += i;
+    if (json_object_size(obj) == 0)
+        return TBX_OK;
+    if (json_object_size(obj) == 1) {
+        st = put_pair(e, it, depth, err);
+        op(e, 's');
+        return st;
     }
+    size_t i;
+    do {
+        op(e, '(');
+        for (i = 0; i < BATCH && it; i++, it = json_object_iter_next(o, it))
+            if ((st = put_pair(e, it, depth, err)))
+                return st;
+        op(e, 'u');
+    } while (i == BATCH);
     return TBX_OK;
 }
 
@@ -150,10 +165,11 @@ static tbx_status put_tuple(enc *e, const json_t *arr, int depth, tbx_error *err
     return TBX_OK;
 }
 
+/* depth: number of containers around v. */
 static tbx_status put_value(enc *e, const json_t *v, int depth, tbx_error *err)
 {
-    if (depth > TBX_PICKLE_MAX_DEPTH)
-        return tbx_seterr(err, TBX_ELIMIT, "pickle: value nested deeper than %d", TBX_PICKLE_MAX_DEPTH);
+    if (depth >= TBX_PICKLE_MAX_DEPTH && (json_is_array(v) || json_is_object(v)))
+        return tbx_seterr(err, TBX_ELIMIT, "pickle: containers nested deeper than %d", TBX_PICKLE_MAX_DEPTH);
     if (e->oom)
         return TBX_ENOMEM;
     switch (json_typeof(v)) {
@@ -182,7 +198,7 @@ static tbx_status put_value(enc *e, const json_t *v, int depth, tbx_error *err)
     return TBX_OK;
 }
 
-/* Common start/finish: PROTO 2, body, STOP; hand the buffer over. */
+/* STOP; hand the buffer over, or free it on failure. */
 static tbx_status finish(enc *e, tbx_status st, unsigned char **out, size_t *outlen, tbx_error *err)
 {
     if (!st) {
@@ -208,11 +224,13 @@ static int start(enc *e, unsigned char **out, size_t *outlen)
         *out = NULL;
     if (outlen)
         *outlen = 0;
-    if (!out || !outlen)
-        return -1;
+    return !out || !outlen ? -1 : 0;
+}
+
+static void put_proto(enc *e)
+{
     unsigned char proto[2] = {0x80, 2};
     put(e, proto, 2);
-    return 0;
 }
 
 tbx_status tbx_pickle_dump(const json_t *value, unsigned char **out, size_t *outlen, tbx_error *err)
@@ -220,6 +238,7 @@ tbx_status tbx_pickle_dump(const json_t *value, unsigned char **out, size_t *out
     enc e;
     if (start(&e, out, outlen) || !value)
         return tbx_seterr(err, TBX_EINVAL, "pickle: NULL value or output pointer");
+    put_proto(&e);
     return finish(&e, put_value(&e, value, 0, err), out, outlen, err);
 }
 
@@ -238,6 +257,7 @@ tbx_status tbx_pickle_dump_exception(const char *exc_type, const char *exc_modul
 
     static const char k_type[] = "exc_type", k_msg[] = "exc_message", k_mod[] = "exc_module";
     tbx_status st;
+    put_proto(&e);
     op(&e, '}');
     op(&e, '(');
     if ((st = put_str(&e, k_type, sizeof k_type - 1, err)) || (st = put_str(&e, exc_type, tl, err)) ||

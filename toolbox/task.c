@@ -76,6 +76,7 @@ int tbx_task_sleep(tbx_task *t, double seconds)
     return 1;
 }
 
+TBX_PRINTF(5, 0)
 static void set_exc(tbx_task *t, int outcome, const char *type, const char *module,
                     const char *fmt, va_list ap)
 {
