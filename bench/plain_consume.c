@@ -71,8 +71,8 @@ int main(int argc, char **argv)
         amqp_destroy_envelope(&env);
         got++;
     }
-    /* Cancel the consumer so nothing more is delivered, then one synchronous
-     * round trip: the broker has processed every ack sent before it. */
+    /* One synchronous round trip on the channel: once it returns, the broker
+     * has processed every ack sent before it. */
     amqp_queue_declare(conn, 1, q, 1, 0, 0, 0, amqp_empty_table);
     double dt = bench_now() - t0;
     /* The timing covers n-1 inter-delivery gaps plus the last ack's processing. */

@@ -12,7 +12,7 @@
 #include "toolbox/log.h"
 #include "worker_internal.h"
 
-static tbx_status need_producer(tbx_worker *w, tbx_error *err)
+tbx_status tbx_followup_producer(tbx_worker *w, tbx_error *err)
 {
     if (w->prod)
         return TBX_OK;
@@ -22,7 +22,7 @@ static tbx_status need_producer(tbx_worker *w, tbx_error *err)
 static tbx_status publish(tbx_worker *w, const char *task, const json_t *args, const json_t *kwargs,
                           const tbx_send_opts *o, tbx_error *err)
 {
-    tbx_status st = need_producer(w, err);
+    tbx_status st = tbx_followup_producer(w, err);
     if (st)
         return st;
     st = tbx_producer_send(w->prod, task, args, kwargs, o, NULL, err);
@@ -30,7 +30,7 @@ static tbx_status publish(tbx_worker *w, const char *task, const json_t *args, c
         /* The publishing connection died: one fresh attempt. */
         tbx_producer_close(w->prod);
         w->prod = NULL;
-        if (!need_producer(w, NULL))
+        if (!tbx_followup_producer(w, NULL))
             st = tbx_producer_send(w->prod, task, args, kwargs, o, NULL, err);
     }
     return st;

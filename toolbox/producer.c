@@ -8,12 +8,14 @@
  */
 #include "toolbox/producer.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "broker.h"
 #include "toolbox/log.h"
+#include "producer_internal.h"
 #include "topology.h"
 #include "wire.h"
 
@@ -232,9 +234,10 @@ static tbx_status wait_until(tbx_producer *p, uint64_t low_target, double timeou
     return TBX_OK;
 }
 
-tbx_status tbx_producer_publish(tbx_producer *p, const char *task, const json_t *args,
-                                const json_t *kwargs, const tbx_send_opts *opts,
-                                char id_out[TBX_TASK_ID_LEN + 1], tbx_error *err)
+/* Publish an encoded message (mandatory) and track its confirm. */
+static tbx_status publish_encoded(tbx_producer *p, const char *exchange, const char *rk,
+                                  const amqp_basic_properties_t *props, const void *body, size_t len,
+                                  const char *id, tbx_error *err)
 {
     if (p->b->broken)
         return tbx_seterr(err, TBX_EBROKER, "the broker connection is broken; reopen the producer");
@@ -250,30 +253,44 @@ tbx_status tbx_producer_publish(tbx_producer *p, const char *task, const json_t 
         ;
     if (p->b->broken)
         return tbx_seterr(err, TBX_EBROKER, "the broker connection was lost");
+    size_t max = (size_t)tbx_config_int(p->cfg, "max_message_bytes");
+    if (len > max)
+        return tbx_seterr(err, TBX_ELIMIT, "message body of %zu bytes exceeds max_message_bytes (%zu)", len,
+                          max);
+    amqp_bytes_t b = {len, TBX_UNCONST(body)};
+    int rc = amqp_basic_publish(p->b->conn, p->b->channel, amqp_cstring_bytes(exchange),
+                                amqp_cstring_bytes(rk), 1, 0, props, b);
+    if (rc != AMQP_STATUS_OK)
+        return tbx_broker_status(p->b, rc, "publishing", err);
+    uint64_t seq = p->next_seq++;
+    p->slots[seq % p->window] = SLOT_PENDING;
+    snprintf(p->ids[seq % p->window], sizeof p->ids[0], "%s", id ? id : "?");
+    return TBX_OK;
+}
+
+tbx_status tbx_producer_publish(tbx_producer *p, const char *task, const json_t *args,
+                                const json_t *kwargs, const tbx_send_opts *opts,
+                                char id_out[TBX_TASK_ID_LEN + 1], tbx_error *err)
+{
     tbx_wire_msg m;
     tbx_status st = tbx_wire_encode(&m, task, args, kwargs, opts, p->default_priority, err);
     if (st)
         return st;
-    size_t max = (size_t)tbx_config_int(p->cfg, "max_message_bytes");
-    if (m.body.len > max) {
-        tbx_wire_free(&m);
-        return tbx_seterr(err, TBX_ELIMIT, "message body of %zu bytes exceeds max_message_bytes (%zu)",
-                          m.body.len, max);
-    }
-    amqp_bytes_t body = {m.body.len, m.body.data};
-    int rc = amqp_basic_publish(p->b->conn, p->b->channel, amqp_cstring_bytes(p->exchange),
-                                amqp_cstring_bytes(m.routing_key), 1, 0, &m.props, body);
-    if (rc != AMQP_STATUS_OK) {
-        tbx_wire_free(&m);
-        return tbx_broker_status(p->b, rc, "publishing", err);
-    }
-    uint64_t seq = p->next_seq++;
-    p->slots[seq % p->window] = SLOT_PENDING;
-    memcpy(p->ids[seq % p->window], m.id, sizeof m.id);
-    if (id_out)
+    st = publish_encoded(p, p->exchange, m.routing_key, &m.props, m.body.data, m.body.len, m.id, err);
+    if (!st && id_out)
         memcpy(id_out, m.id, sizeof m.id);
     tbx_wire_free(&m);
-    return TBX_OK;
+    return st;
+}
+
+tbx_status tbx_producer_publish_raw(tbx_producer *p, const char *exchange, const char *routing_key,
+                                    const amqp_basic_properties_t *props, const void *body, size_t len,
+                                    const char *id, tbx_error *err)
+{
+    tbx_status st = publish_encoded(p, exchange, routing_key, props, body, len, id, err);
+    if (st)
+        return st;
+    return tbx_producer_flush(p, tbx_config_double(p->cfg, "broker_connect_timeout") * 6, err);
 }
 
 tbx_status tbx_producer_flush(tbx_producer *p, double timeout, tbx_error *err)

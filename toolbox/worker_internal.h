@@ -107,7 +107,8 @@ struct tbx_worker {
 /* worker_run.c */
 int tbx_worker_run(tbx_worker *w);
 
-/* followup.c: retries and follow-up tasks go out through w->prod. */
+/* followup.c: retries and follow-up tasks go out through w->prod (opened on first use). */
+tbx_status tbx_followup_producer(tbx_worker *w, tbx_error *err);
 tbx_status tbx_followup_retry(tbx_worker *w, const job *j, double countdown, tbx_error *err);
 tbx_status tbx_followup_success(tbx_worker *w, const job *j, const char *result_json, tbx_error *err);
 tbx_status tbx_followup_failure(tbx_worker *w, const job *j, tbx_error *err);

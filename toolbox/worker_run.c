@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "pg.h"
+#include "producer_internal.h"
 #include "toolbox/log.h"
 #include "toolbox/pickle.h"
 #include "toolbox/result.h"
@@ -31,7 +32,7 @@
 
 #define FLUSH_AFTER 0.010     /* seconds a row may wait for more rows while busy */
 #define SHORT_TASK 0.005      /* a running head younger than this may have tasks queued behind it */
-#define HOLD_MAX_ETA (25 * 60) /* ETAs beyond this are not held (consumer_timeout is 30 min) */
+#define PARK_MAX_SHIFT 12      /* delay queues hold park_min_ttl * 2^k seconds, k <= 12 */
 
 static double mono(void)
 {
@@ -335,6 +336,52 @@ static int already_succeeded(tbx_worker *w, const char *id)
     return done;
 }
 
+static const char *delivery_queue(const tbx_worker *w, amqp_bytes_t ctag)
+{
+    for (size_t i = 0; i < w->nqueues && i < sizeof w->ctags / sizeof *w->ctags; i++)
+        if (w->ctags[i].len == ctag.len && ctag.len && !memcmp(w->ctags[i].bytes, ctag.bytes, ctag.len))
+            return w->queues[i];
+    return NULL;
+}
+
+/*
+ * A far eta cannot be held unacknowledged (the broker closes a channel that
+ * holds a delivery past consumer_timeout). Park the message instead: publish
+ * it unchanged to a delay queue whose TTL is the largest 600 s * 2^k that fits,
+ * dead-lettering back to the queue it came from, then ack the original. When it
+ * returns, it is held or parked again.
+ */
+static int park(tbx_worker *w, amqp_envelope_t *env, const job *j, double remaining, tbx_error *err)
+{
+    const char *q = delivery_queue(w, env->consumer_tag);
+    if (!q)
+        return tbx_seterr(err, TBX_ENOTFOUND, "delivery from an unknown consumer");
+    /* Come back with at least half the hold window to spare. */
+    double hold = tbx_config_double(w->cfg, "worker.eta_hold_max");
+    long long ttl = tbx_config_int(w->cfg, "worker.park_min_ttl");
+    for (int k = 0; k < PARK_MAX_SHIFT && (double)(ttl * 2) <= remaining - hold / 2; k++)
+        ttl *= 2;
+    char dq[300];
+    snprintf(dq, sizeof dq, "toolbox.delay.%s.%lld", q, ttl);
+    amqp_table_entry_t args[3] = {
+        {amqp_cstring_bytes("x-message-ttl"), {AMQP_FIELD_KIND_I64, {.i64 = ttl * 1000}}},
+        {amqp_cstring_bytes("x-dead-letter-exchange"), {AMQP_FIELD_KIND_UTF8, {.bytes = {0, TBX_UNCONST("")}}}},
+        {amqp_cstring_bytes("x-dead-letter-routing-key"), {AMQP_FIELD_KIND_UTF8, {.bytes = amqp_cstring_bytes(q)}}},
+    };
+    amqp_table_t t = {3, args};
+    amqp_queue_declare(w->b->conn, w->b->channel, amqp_cstring_bytes(dq), 0, 1, 0, 0, t);
+    if (tbx_broker_check(w->b, amqp_get_rpc_reply(w->b->conn), "declaring a delay queue", err))
+        return -1;
+    if (tbx_followup_producer(w, err))
+        return -1;
+    if (tbx_producer_publish_raw(w->prod, "", dq, &env->message.properties, env->message.body.bytes,
+                                 env->message.body.len, j->msg->id, err))
+        return -1;
+    tbx_log(TBX_LOG_INFO, "task %s[%s] eta in %.0f s: parked in %s", j->msg->task, j->msg->id, remaining, dq);
+    act_now(w, j->tag, j->gen, ACT_ACK);
+    return 0;
+}
+
 static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
 {
     w->received++;
@@ -398,10 +445,14 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
         return;
     }
     if (j->eta > now) {
-        if (j->eta - now > HOLD_MAX_ETA)
-            tbx_log(TBX_LOG_WARNING,
-                    "task %s[%s] has an eta %.0f s away, beyond the broker's consumer timeout; held anyway",
-                    msg->task, msg->id, j->eta - now);
+        if (j->eta - now > tbx_config_double(w->cfg, "worker.eta_hold_max")) {
+            if (park(w, env, j, j->eta - now, &err) == 0) {
+                job_free(j);
+                return;
+            }
+            tbx_log(TBX_LOG_ERROR, "task %s[%s]: cannot park its far eta (%s); holding it", msg->task, msg->id,
+                    err.msg);
+        }
         heap_push(w, j);
         return;
     }
@@ -431,6 +482,7 @@ static void read_broker(tbx_worker *w)
             env.redelivered = d->redelivered;
             env.routing_key = amqp_bytes_malloc_dup(d->routing_key);
             env.exchange = amqp_bytes_malloc_dup(d->exchange);
+            env.consumer_tag = amqp_bytes_malloc_dup(d->consumer_tag);
             amqp_rpc_reply_t r = amqp_read_message(w->b->conn, f.channel, &env.message, 0);
             if (r.reply_type != AMQP_RESPONSE_NORMAL) {
                 amqp_destroy_envelope(&env);
