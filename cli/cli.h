@@ -36,5 +36,6 @@ int cmd_send(cli_args *a);
 int cmd_result(cli_args *a);
 int cmd_inspect(cli_args *a);
 int cmd_config(cli_args *a);
+int cmd_control(cli_args *a, const char *method); /* ping, revoke, interrupt */
 
 #endif

@@ -26,6 +26,9 @@ static const char USAGE[] =
     "            [--is-result] [--ignore-result] [--count N] [--wait [--timeout S]]\n"
     "  result TASK_ID [--wait] [--timeout S]      print the stored state and result as JSON\n"
     "  inspect                                    queues, depths and consumers\n"
+    "  ping [--timeout S]                         which workers answer remote control\n"
+    "  revoke TASK_ID [--terminate]               discard a task; --terminate stops it if running\n"
+    "  interrupt TASK_ID (--retry [--countdown S] | --cancel)   stop a task: put it back later, or cancel it\n"
     "  config show                                the effective configuration, secrets masked\n"
     "\n"
     "The configuration file is --config FILE, or config/NAME.yaml for --env NAME or\n"
@@ -166,6 +169,8 @@ int main(int argc, char **argv)
         {"setup", cmd_setup}, {"send", cmd_send}, {"result", cmd_result},
         {"inspect", cmd_inspect}, {"config", cmd_config},
     };
+    if (!strcmp(cmd, "ping") || !strcmp(cmd, "revoke") || !strcmp(cmd, "interrupt"))
+        return cmd_control(&a, cmd);
     for (size_t i = 0; i < sizeof cmds / sizeof *cmds; i++)
         if (!strcmp(cmd, cmds[i].name))
             return cmds[i].fn(&a);

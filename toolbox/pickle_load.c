@@ -60,6 +60,7 @@ typedef struct vm {
     uint64_t copied_items, copied_bytes; /* work done copying shared data, bounded */
     size_t opoff;
     unsigned char opc;
+    tbx_status status; /* of the last fail() */
     tbx_error *err;
 } vm;
 
@@ -150,6 +151,7 @@ static tbx_status fail(vm *m, tbx_status code, const char *fmt, ...)
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     const char *name = opname(m->opc);
+    m->status = code;
     return tbx_seterr(m->err, code, "pickle: %s (opcode %s at offset %zu)", msg, name ? name : "?", m->opoff);
 }
 
@@ -291,7 +293,7 @@ static tbx_status push(vm *m, size_t idx)
 
 static tbx_status push_new(vm *m, json_t *v, int kind)
 {
-    size_t idx;
+    size_t idx = 0;
     tbx_status st = new_rec(m, v, kind, &idx);
     return st ? st : push(m, idx);
 }
@@ -438,7 +440,7 @@ static tbx_status fill(vm *m, size_t parent, size_t x)
 /* LIST, DICT, TUPLE, FROZENSET, TUPLE1-3: a new container from stack[x..sp). */
 static tbx_status build(vm *m, size_t x, int kind)
 {
-    size_t idx;
+    size_t idx = 0;
     tbx_status st = new_rec(m, kind == K_DICT ? json_object() : json_array(), kind, &idx);
     if (!st && kind == K_TUPLE) {
         for (size_t i = 0; i < 2 && x + i < m->sp; i++)
@@ -464,13 +466,16 @@ static tbx_status extend(vm *m, size_t x, int kind)
 
 /* ---- scalars ---------------------------------------------------------------- */
 
-static tbx_status need(vm *m, uint64_t n, const unsigned char **s)
+/* The next n bytes, or NULL (m->status set) if the input is shorter. */
+static const unsigned char *take(vm *m, uint64_t n)
 {
-    if ((uint64_t)(m->end - m->p) < n)
-        return fail(m, TBX_EDECODE, "truncated input");
-    *s = m->p;
+    if ((uint64_t)(m->end - m->p) < n) {
+        fail(m, TBX_EDECODE, "truncated input");
+        return NULL;
+    }
+    const unsigned char *s = m->p;
     m->p += n;
-    return TBX_OK;
+    return s;
 }
 
 static uint64_t le(const unsigned char *s, size_t n)
@@ -481,32 +486,33 @@ static uint64_t le(const unsigned char *s, size_t n)
     return v;
 }
 
-/* Read a little-endian length of n bytes, then that many bytes. */
-static tbx_status counted(vm *m, size_t n, int is_signed, const unsigned char **s, size_t *len)
+/* A little-endian length of n bytes, then that many bytes (returned, length in *len). */
+static const unsigned char *counted(vm *m, size_t n, int is_signed, size_t *len)
 {
-    const unsigned char *h;
-    tbx_status st = need(m, n, &h);
-    if (st)
-        return st;
+    const unsigned char *h = take(m, n);
+    if (!h)
+        return NULL;
     uint64_t l = le(h, n);
-    if (is_signed && (l & 0x80000000u))
-        return fail(m, TBX_EDECODE, "negative length");
-    if ((st = need(m, l, s)))
-        return st;
+    if (is_signed && (l & 0x80000000u)) {
+        fail(m, TBX_EDECODE, "negative length");
+        return NULL;
+    }
     *len = (size_t)l;
-    return TBX_OK;
+    return take(m, l);
 }
 
-/* A text-form argument: the bytes up to '\n' (excluded). */
-static tbx_status line(vm *m, const char **s, size_t *n)
+/* A text-form argument: the bytes up to '\n' (excluded), length in *n. */
+static const char *line(vm *m, size_t *n)
 {
     const unsigned char *nl = memchr(m->p, '\n', (size_t)(m->end - m->p));
-    if (!nl)
-        return fail(m, TBX_EDECODE, "truncated input: missing newline");
-    *s = (const char *)m->p;
+    if (!nl) {
+        fail(m, TBX_EDECODE, "truncated input: missing newline");
+        return NULL;
+    }
+    const char *s = (const char *)m->p;
     *n = (size_t)(nl - m->p);
     m->p = nl + 1;
-    return TBX_OK;
+    return s;
 }
 
 static tbx_status push_int(vm *m, int64_t v)
@@ -516,7 +522,7 @@ static tbx_status push_int(vm *m, int64_t v)
 
 static tbx_status push_float(vm *m, double f)
 {
-    size_t idx;
+    size_t idx = 0;
     tbx_status st = new_rec(m, isfinite(f) ? json_real(f) : json_null(), K_FLOAT, &idx);
     if (st)
         return st;
@@ -729,7 +735,7 @@ static tbx_status push_global(vm *m, const char *mod, size_t ml, const char *nam
     if (!whitelisted(mod, ml, name, nl, &fn))
         return fail(m, TBX_EUNSUPPORTED, "%s.%s is a Python object, not plain data",
                     clean(a, (const unsigned char *)mod, ml), clean(b, (const unsigned char *)name, nl));
-    size_t idx;
+    size_t idx = 0;
     tbx_status st = new_rec(m, NULL, K_CALLABLE, &idx);
     if (st)
         return st;
@@ -769,7 +775,7 @@ static tbx_status encode_latin1(vm *m, const rec *text)
 
 static tbx_status reduce(vm *m)
 {
-    size_t ai, fi;
+    size_t ai = 0, fi = 0;
     tbx_status st = pop(m, &ai);
     if (!st)
         st = pop(m, &fi);
@@ -789,7 +795,7 @@ static tbx_status reduce(vm *m)
         if (argc != 1 || !a0 || (a0->kind != K_LIST && a0->kind != K_TUPLE && a0->kind != K_SET &&
                                  a0->kind != K_FROZENSET))
             break;
-        size_t n = json_array_size(a0->v), idx;
+        size_t n = json_array_size(a0->v), idx = 0;
         m->copied_items += n;
         if (m->copied_items > TBX_PICKLE_MAX_ITEMS)
             return fail(m, TBX_ELIMIT, "more than %u values copied", TBX_PICKLE_MAX_ITEMS);
@@ -825,7 +831,7 @@ static tbx_status reduce(vm *m)
 
 static tbx_status memo_put(vm *m, uint64_t key)
 {
-    size_t idx;
+    size_t idx = 0;
     tbx_status st = top(m, &idx);
     if (st)
         return st;
@@ -836,7 +842,7 @@ static tbx_status memo_put(vm *m, uint64_t key)
 
 static tbx_status memo_push(vm *m, uint64_t key)
 {
-    size_t idx;
+    size_t idx = 0;
     if (memo_get(&m->memo, key, &idx))
         return fail(m, TBX_EDECODE, "memo key %llu not found", (unsigned long long)key);
     return push(m, idx);
@@ -845,11 +851,10 @@ static tbx_status memo_push(vm *m, uint64_t key)
 /* PUT/GET text argument: a non-negative decimal. */
 static tbx_status text_key(vm *m, uint64_t *key)
 {
-    const char *s;
-    size_t n;
-    tbx_status st = line(m, &s, &n);
-    if (st)
-        return st;
+    size_t n = 0;
+    const char *s = line(m, &n);
+    if (!s)
+        return m->status;
     uint64_t k = 0;
     if (n == 0)
         return fail(m, TBX_EDECODE, "empty memo key");
@@ -867,28 +872,31 @@ static tbx_status unsupported_op(vm *m)
     return fail(m, TBX_EUNSUPPORTED, "builds a Python object, not plain data");
 }
 
+#define TAKE(n) ((s = take(m, (n))) == NULL)
+#define COUNTED(n, sgn) ((s = counted(m, (n), (sgn), &len)) == NULL)
+#define LINE(p, n) ((p = line(m, &(n))) == NULL)
+
 /* Opcodes that carry a fixed-size or counted argument. */
 static tbx_status step_binary(vm *m, unsigned char c)
 {
     const unsigned char *s;
-    size_t n;
-    tbx_status st;
+    size_t len = 0;
     switch (c) {
     case 'K':
-        return (st = need(m, 1, &s)) ? st : push_int(m, s[0]);
+        return TAKE(1) ? m->status : push_int(m, s[0]);
     case 'M':
-        return (st = need(m, 2, &s)) ? st : push_int(m, (int64_t)le(s, 2));
+        return TAKE(2) ? m->status : push_int(m, (int64_t)le(s, 2));
     case 'J':
-        return (st = need(m, 4, &s)) ? st : push_int(m, (int32_t)(uint32_t)le(s, 4));
+        return TAKE(4) ? m->status : push_int(m, (int32_t)(uint32_t)le(s, 4));
     case 0x8a: /* LONG1 */
-        if ((st = need(m, 1, &s)) || (st = need(m, s[0], &s)))
-            return st;
+        if (TAKE(1) || TAKE(s[0]))
+            return m->status;
         return push_long(m, s, (size_t)(m->p - s));
     case 0x8b: /* LONG4 */
-        return (st = counted(m, 4, 1, &s, &n)) ? st : push_long(m, s, n);
+        return COUNTED(4, 1) ? m->status : push_long(m, s, len);
     case 'G': {
-        if ((st = need(m, 8, &s)))
-            return st;
+        if (TAKE(8))
+            return m->status;
         uint64_t u = 0;
         for (int i = 0; i < 8; i++)
             u = (u << 8) | s[i];
@@ -897,39 +905,39 @@ static tbx_status step_binary(vm *m, unsigned char c)
         return push_float(m, d);
     }
     case 'X':
-        return (st = counted(m, 4, 0, &s, &n)) ? st : push_text(m, s, n, K_STR, 1);
+        return COUNTED(4, 0) ? m->status : push_text(m, s, len, K_STR, 1);
     case 0x8c:
-        return (st = counted(m, 1, 0, &s, &n)) ? st : push_text(m, s, n, K_STR, 1);
+        return COUNTED(1, 0) ? m->status : push_text(m, s, len, K_STR, 1);
     case 0x8d:
-        return (st = counted(m, 8, 0, &s, &n)) ? st : push_text(m, s, n, K_STR, 1);
+        return COUNTED(8, 0) ? m->status : push_text(m, s, len, K_STR, 1);
     case 'T':
-        return (st = counted(m, 4, 1, &s, &n)) ? st : push_text(m, s, n, K_STR, 0);
+        return COUNTED(4, 1) ? m->status : push_text(m, s, len, K_STR, 0);
     case 'U':
-        return (st = counted(m, 1, 0, &s, &n)) ? st : push_text(m, s, n, K_STR, 0);
+        return COUNTED(1, 0) ? m->status : push_text(m, s, len, K_STR, 0);
     case 'B':
-        return (st = counted(m, 4, 0, &s, &n)) ? st : push_text(m, s, n, K_BYTES, 0);
+        return COUNTED(4, 0) ? m->status : push_text(m, s, len, K_BYTES, 0);
     case 'C':
-        return (st = counted(m, 1, 0, &s, &n)) ? st : push_text(m, s, n, K_BYTES, 0);
+        return COUNTED(1, 0) ? m->status : push_text(m, s, len, K_BYTES, 0);
     case 0x8e:
     case 0x96:
-        return (st = counted(m, 8, 0, &s, &n)) ? st : push_text(m, s, n, K_BYTES, 0);
+        return COUNTED(8, 0) ? m->status : push_text(m, s, len, K_BYTES, 0);
     case 'q':
-        return (st = need(m, 1, &s)) ? st : memo_put(m, s[0]);
+        return TAKE(1) ? m->status : memo_put(m, s[0]);
     case 'r':
-        return (st = need(m, 4, &s)) ? st : memo_put(m, le(s, 4));
+        return TAKE(4) ? m->status : memo_put(m, le(s, 4));
     case 'h':
-        return (st = need(m, 1, &s)) ? st : memo_push(m, s[0]);
+        return TAKE(1) ? m->status : memo_push(m, s[0]);
     case 'j':
-        return (st = need(m, 4, &s)) ? st : memo_push(m, le(s, 4));
+        return TAKE(4) ? m->status : memo_push(m, le(s, 4));
     case 0x80:
-        if ((st = need(m, 1, &s)))
-            return st;
+        if (TAKE(1))
+            return m->status;
         if (s[0] > 5)
             return fail(m, TBX_EUNSUPPORTED, "unsupported pickle protocol %u", s[0]);
         return TBX_OK;
     case 0x95: /* FRAME: the frame's bytes simply follow */
-        if ((st = need(m, 8, &s)))
-            return st;
+        if (TAKE(8))
+            return m->status;
         if (le(s, 8) > (uint64_t)(m->end - m->p))
             return fail(m, TBX_EDECODE, "truncated input: frame longer than the data");
         return TBX_OK;
@@ -941,55 +949,59 @@ static tbx_status step_binary(vm *m, unsigned char c)
 static tbx_status step_text(vm *m, unsigned char c)
 {
     const char *s, *s2;
-    size_t n, n2;
-    uint64_t key;
-    double d;
+    size_t n = 0, n2 = 0;
+    uint64_t key = 0;
+    double d = 0;
     tbx_status st;
     char a[64], b[64];
     switch (c) {
     case 'I':
-        if ((st = line(m, &s, &n)))
-            return st;
+        if (LINE(s, n))
+            return m->status;
         if (n == 2 && s[0] == '0' && (s[1] == '0' || s[1] == '1'))
             return push_new(m, json_boolean(s[1] == '1'), K_BOOL);
         return push_text_int(m, s, n, 0);
     case 'L':
-        if ((st = line(m, &s, &n)))
-            return st;
+        if (LINE(s, n))
+            return m->status;
         return push_text_int(m, s, n > 0 && s[n - 1] == 'L' ? n - 1 : n, 10);
     case 'F':
-        if ((st = line(m, &s, &n)))
-            return st;
+        if (LINE(s, n))
+            return m->status;
         if (tbx_pyfloat_parse(s, n, &d))
             return fail(m, TBX_EDECODE, "bad float literal '%s'", clean(a, (const unsigned char *)s, n));
         return push_float(m, d);
     case 'S':
-        return (st = line(m, &s, &n)) ? st : push_string(m, s, n);
+        return LINE(s, n) ? m->status : push_string(m, s, n);
     case 'V':
-        return (st = line(m, &s, &n)) ? st : push_unicode(m, (const unsigned char *)s, n);
+        return LINE(s, n) ? m->status : push_unicode(m, (const unsigned char *)s, n);
     case 'p':
         return (st = text_key(m, &key)) ? st : memo_put(m, key);
     case 'g':
         return (st = text_key(m, &key)) ? st : memo_push(m, key);
     case 'c':
-        if ((st = line(m, &s, &n)) || (st = line(m, &s2, &n2)))
-            return st;
+        if (LINE(s, n) || LINE(s2, n2))
+            return m->status;
         return push_global(m, s, n, s2, n2);
     case 'i':
-        if ((st = line(m, &s, &n)) || (st = line(m, &s2, &n2)))
-            return st;
+        if (LINE(s, n) || LINE(s2, n2))
+            return m->status;
         return fail(m, TBX_EUNSUPPORTED, "%s.%s is a Python object, not plain data",
                     clean(a, (const unsigned char *)s, n), clean(b, (const unsigned char *)s2, n2));
     case 'P':
-        return (st = line(m, &s, &n)) ? st : unsupported_op(m);
+        return LINE(s, n) ? m->status : unsupported_op(m);
     }
     return step_binary(m, c);
 }
 
+#undef TAKE
+#undef COUNTED
+#undef LINE
+
 /* Opcodes without an argument. */
 static tbx_status step(vm *m, unsigned char c)
 {
-    size_t x, i1, i2;
+    size_t x = 0, i1 = 0, i2 = 0;
     tbx_status st;
     switch (c) {
     case 'N':
@@ -1103,7 +1115,7 @@ tbx_status tbx_pickle_load(const unsigned char *data, size_t len, json_t **out, 
         m.opoff = (size_t)(m.p - m.start);
         m.opc = *m.p++;
         if (m.opc == '.') {
-            size_t idx;
+            size_t idx = 0;
             if ((st = pop(&m, &idx)))
                 break;
             if (m.recs[idx].kind == K_CALLABLE) {

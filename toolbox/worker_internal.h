@@ -33,7 +33,11 @@ typedef struct job {
     double started;           /* monotonic start, 0 until running */
     double soft, hard;        /* limits in seconds; 0 = none */
     int soft_sent;
+    int interrupt;            /* INT_NONE, or a pending control request */
+    double interrupt_countdown;
 } job;
+
+enum { INT_NONE = 0, INT_CANCEL, INT_RETRY };
 
 typedef struct child {
     pid_t pid;
@@ -43,9 +47,10 @@ typedef struct child {
     tbx_buf in;               /* partial outcome frames */
     tbx_buf out;              /* RUN frames not yet written */
     int kill_reason;          /* 0, or why we killed it (KILL_*) */
+    double retry_countdown;   /* with KILL_RETRY */
 } child;
 
-enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_REVOKE, KILL_SHUTDOWN };
+enum { KILL_NONE = 0, KILL_TIMEOUT, KILL_REVOKE, KILL_RETRY, KILL_SHUTDOWN };
 
 /* A pending broker action, performed once the rows before it are committed. */
 typedef struct action {
@@ -80,6 +85,9 @@ struct tbx_worker {
     unsigned gen;
     int consuming;
     amqp_bytes_t ctags[16];   /* consumer tags, one per queue */
+    amqp_bytes_t ctl_tag;     /* consumer tag of the remote-control (pidbox) queue */
+    char **revoked;           /* ring of revoked task ids */
+    size_t nrevoked, revoked_next;
     double reconnect_at;
     double reconnect_delay;
     PGconn *db;
@@ -106,6 +114,19 @@ struct tbx_worker {
 
 /* worker_run.c */
 int tbx_worker_run(tbx_worker *w);
+void tbx_job_free(job *j);
+void tbx_act_now(tbx_worker *w, uint64_t tag, unsigned gen, int kind);
+void tbx_act_after_commit(tbx_worker *w, const job *j, int kind);
+void tbx_put_row(tbx_worker *w, const char *id, const char *status, const unsigned char *pk, size_t len,
+                 const char *tb);
+void tbx_put_exc_row(tbx_worker *w, const char *id, const char *status, const char *type,
+                     const char *module, const char *message, const char *tb);
+
+/* control.c: Celery's remote control (pidbox): ping, revoke, and our interrupt. */
+tbx_status tbx_control_start(tbx_worker *w, tbx_error *err);   /* declare + consume, on each connect */
+void tbx_control_on_message(tbx_worker *w, const amqp_envelope_t *env);
+int tbx_control_is_revoked(const tbx_worker *w, const char *id);
+void tbx_control_free(tbx_worker *w);
 
 /* followup.c: retries and follow-up tasks go out through w->prod (opened on first use). */
 tbx_status tbx_followup_producer(tbx_worker *w, tbx_error *err);

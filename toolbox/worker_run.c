@@ -61,7 +61,7 @@ static void on_signal(int sig)
     errno = saved;
 }
 
-static void job_free(job *j)
+void tbx_job_free(job *j)
 {
     if (!j)
         return;
@@ -72,7 +72,7 @@ static void job_free(job *j)
 
 /* ---- broker actions ---------------------------------------------------------- */
 
-static void act_now(tbx_worker *w, uint64_t tag, unsigned gen, int kind)
+void tbx_act_now(tbx_worker *w, uint64_t tag, unsigned gen, int kind)
 {
     if (!w->b || gen != w->gen || w->b->broken || !w->b->channel)
         return; /* the delivery died with its connection; the broker redelivers it */
@@ -89,10 +89,10 @@ static void act_now(tbx_worker *w, uint64_t tag, unsigned gen, int kind)
 }
 
 /* Queue an action behind the uncommitted rows, or do it now if there are none. */
-static void act_after_commit(tbx_worker *w, const job *j, int kind)
+void tbx_act_after_commit(tbx_worker *w, const job *j, int kind)
 {
     if (tbx_batch_len(w->batch) == 0 && w->nacts == 0) {
-        act_now(w, j->tag, j->gen, kind);
+        tbx_act_now(w, j->tag, j->gen, kind);
         return;
     }
     if (w->nacts == w->capacts) {
@@ -108,7 +108,7 @@ static void act_after_commit(tbx_worker *w, const job *j, int kind)
     w->acts[w->nacts++] = (action){j->tag, j->gen, kind};
 }
 
-static void put_row(tbx_worker *w, const char *id, const char *status, const unsigned char *pk,
+void tbx_put_row(tbx_worker *w, const char *id, const char *status, const unsigned char *pk,
                     size_t len, const char *tb)
 {
     if (tbx_batch_len(w->batch) == 0)
@@ -118,7 +118,7 @@ static void put_row(tbx_worker *w, const char *id, const char *status, const uns
 }
 
 /* A FAILURE/REVOKED row with an exception dict. */
-static void put_exc_row(tbx_worker *w, const char *id, const char *status, const char *type,
+void tbx_put_exc_row(tbx_worker *w, const char *id, const char *status, const char *type,
                         const char *module, const char *message, const char *tb)
 {
     json_t *args = json_array();
@@ -127,7 +127,7 @@ static void put_exc_row(tbx_worker *w, const char *id, const char *status, const
     unsigned char *pk = NULL;
     size_t len = 0;
     if (tbx_pickle_dump_exception(type, module, args, &pk, &len, NULL) == TBX_OK)
-        put_row(w, id, status, pk, len, tb);
+        tbx_put_row(w, id, status, pk, len, tb);
     free(pk);
     json_decref(args);
 }
@@ -155,7 +155,7 @@ static void commit(tbx_worker *w, double now)
         w->db_delay = 0.5;
     }
     for (size_t i = 0; i < w->nacts; i++)
-        act_now(w, w->acts[i].tag, w->acts[i].gen, w->acts[i].kind);
+        tbx_act_now(w, w->acts[i].tag, w->acts[i].gen, w->acts[i].kind);
     w->nacts = 0;
 }
 
@@ -166,11 +166,11 @@ static void drop_unstarted(tbx_worker *w)
     /* Jobs not handed to a child belong to the dead connection: the broker redelivers them. */
     for (job *j = w->ready_head, *n; j; j = n) {
         n = j->next;
-        job_free(j);
+        tbx_job_free(j);
     }
     w->ready_head = w->ready_tail = NULL;
     for (size_t i = 0; i < w->neta; i++)
-        job_free(w->eta_heap[i]);
+        tbx_job_free(w->eta_heap[i]);
     w->neta = 0;
 }
 
@@ -222,6 +222,11 @@ static tbx_status connect_broker(tbx_worker *w, tbx_error *err)
     }
     w->consuming = 1;
     w->reconnect_delay = 1;
+    tbx_error cerr = {0};
+    if (tbx_control_start(w, &cerr))
+        tbx_log(TBX_LOG_WARNING, "remote control unavailable: %s", cerr.msg);
+    if (!w->b->channel && tbx_broker_reopen_channel(w->b, err))
+        goto fail;
     return TBX_OK;
 fail:
     tbx_broker_close(w->b);
@@ -318,9 +323,9 @@ static int expired(const job *j, double now_wall)
 static void revoke_expired(tbx_worker *w, job *j)
 {
     tbx_log(TBX_LOG_INFO, "task %s[%s] expired, revoked", j->msg->task, j->msg->id);
-    put_exc_row(w, j->msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "expired", NULL);
-    act_after_commit(w, j, ACT_ACK);
-    job_free(j);
+    tbx_put_exc_row(w, j->msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "expired", NULL);
+    tbx_act_after_commit(w, j, ACT_ACK);
+    tbx_job_free(j);
 }
 
 static int already_succeeded(tbx_worker *w, const char *id)
@@ -378,7 +383,7 @@ static int park(tbx_worker *w, amqp_envelope_t *env, const job *j, double remain
                                  env->message.body.len, j->msg->id, err))
         return -1;
     tbx_log(TBX_LOG_INFO, "task %s[%s] eta in %.0f s: parked in %s", j->msg->task, j->msg->id, remaining, dq);
-    act_now(w, j->tag, j->gen, ACT_ACK);
+    tbx_act_now(w, j->tag, j->gen, ACT_ACK);
     return 0;
 }
 
@@ -396,8 +401,8 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
         tbx_log(TBX_LOG_ERROR, "rejected message %.155s from queue routing key %.*s: %s", id ? id : "(no id)",
                 (int)env->routing_key.len, (const char *)env->routing_key.bytes, err.msg);
         if (id)
-            put_exc_row(w, id, "FAILURE", "InvalidTaskError", "celery.exceptions", err.msg, NULL);
-        act_after_commit(w, &tmp, ACT_REJECT);
+            tbx_put_exc_row(w, id, "FAILURE", "InvalidTaskError", "celery.exceptions", err.msg, NULL);
+        tbx_act_after_commit(w, &tmp, ACT_REJECT);
         free(id);
         return;
     }
@@ -406,8 +411,8 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
     int h = find_handler(w, msg->task);
     if (h < 0) {
         tbx_log(TBX_LOG_ERROR, "received unregistered task %s[%s]; rejected", msg->task, msg->id);
-        put_exc_row(w, msg->id, "FAILURE", "NotRegistered", "celery.exceptions", msg->task, NULL);
-        act_after_commit(w, &tmp, ACT_REJECT);
+        tbx_put_exc_row(w, msg->id, "FAILURE", "NotRegistered", "celery.exceptions", msg->task, NULL);
+        tbx_act_after_commit(w, &tmp, ACT_REJECT);
         tbx_task_msg_free(msg);
         return;
     }
@@ -415,7 +420,7 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
     if (!j || !(j->body = malloc(env->message.body.len ? env->message.body.len : 1))) {
         free(j);
         tbx_task_msg_free(msg);
-        act_now(w, tmp.tag, tmp.gen, ACT_REQUEUE);
+        tbx_act_now(w, tmp.tag, tmp.gen, ACT_REQUEUE);
         return;
     }
     memcpy(j->body, env->message.body.bytes, env->message.body.len);
@@ -432,11 +437,18 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
         tbx_iso_parse(msg->eta, &j->eta, NULL);
     if (msg->expires)
         tbx_iso_parse(msg->expires, &j->expires, NULL);
+    if (tbx_control_is_revoked(w, msg->id)) {
+        tbx_log(TBX_LOG_INFO, "task %s[%s] was revoked; discarded", msg->task, msg->id);
+        tbx_put_exc_row(w, msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "revoked", NULL);
+        tbx_act_after_commit(w, j, ACT_ACK);
+        tbx_job_free(j);
+        return;
+    }
     if (j->redelivered && already_succeeded(w, msg->id)) {
         tbx_log(TBX_LOG_INFO, "task %s[%s] redelivered but already succeeded; not run again", msg->task,
                 msg->id);
-        act_after_commit(w, j, ACT_ACK);
-        job_free(j);
+        tbx_act_after_commit(w, j, ACT_ACK);
+        tbx_job_free(j);
         return;
     }
     double now = wall();
@@ -447,7 +459,7 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
     if (j->eta > now) {
         if (j->eta - now > tbx_config_double(w->cfg, "worker.eta_hold_max")) {
             if (park(w, env, j, j->eta - now, &err) == 0) {
-                job_free(j);
+                tbx_job_free(j);
                 return;
             }
             tbx_log(TBX_LOG_ERROR, "task %s[%s]: cannot park its far eta (%s); holding it", msg->task, msg->id,
@@ -489,7 +501,11 @@ static void read_broker(tbx_worker *w)
                 broker_lost(w, "reading a delivery failed");
                 return;
             }
-            on_delivery(w, &env);
+            if (w->ctl_tag.len && env.consumer_tag.len == w->ctl_tag.len &&
+                !memcmp(env.consumer_tag.bytes, w->ctl_tag.bytes, w->ctl_tag.len))
+                tbx_control_on_message(w, &env);
+            else
+                on_delivery(w, &env);
             amqp_destroy_envelope(&env);
             break;
         }
@@ -548,7 +564,7 @@ static void job_started(tbx_worker *w, child *c, job *j, double now)
         unsigned char *pk = NULL;
         size_t len = 0;
         if (info && tbx_pickle_dump(info, &pk, &len, NULL) == TBX_OK)
-            put_row(w, j->msg->id, "STARTED", pk, len, NULL);
+            tbx_put_row(w, j->msg->id, "STARTED", pk, len, NULL);
         free(pk);
         json_decref(info);
     }
@@ -566,6 +582,37 @@ static void flush_child_out(child *c)
         memmove(c->out.data, c->out.data + n, c->out.len - (size_t)n);
         c->out.len -= (size_t)n;
     }
+}
+
+/* Put a task back with a delay because it was interrupted; RETRY row, then ack. */
+static void interrupt_retry(tbx_worker *w, job *j, double countdown)
+{
+    tbx_error err = {0};
+    if (tbx_followup_retry(w, j, countdown, &err)) {
+        tbx_log(TBX_LOG_ERROR, "task %s[%s]: cannot re-publish after an interrupt (%s); returned to the queue",
+                j->msg->task, j->msg->id, err.msg);
+        tbx_act_now(w, j->tag, j->gen, ACT_REQUEUE);
+        return;
+    }
+    tbx_log(TBX_LOG_INFO, "task %s[%s] interrupted: retry in %.1fs", j->msg->task, j->msg->id, countdown);
+    tbx_put_exc_row(w, j->msg->id, "RETRY", "Retry", "celery.exceptions", "interrupted", NULL);
+    tbx_act_after_commit(w, j, ACT_ACK);
+}
+
+/* A waiting job that was revoked or interrupted: settle it instead of running it. */
+static int settle_control(tbx_worker *w, job *j)
+{
+    if (j->interrupt == INT_RETRY) {
+        interrupt_retry(w, j, j->interrupt_countdown);
+    } else if (j->interrupt == INT_CANCEL || tbx_control_is_revoked(w, j->msg->id)) {
+        tbx_log(TBX_LOG_INFO, "task %s[%s] revoked before it ran", j->msg->task, j->msg->id);
+        tbx_put_exc_row(w, j->msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "revoked", NULL);
+        tbx_act_after_commit(w, j, ACT_ACK);
+    } else {
+        return 0;
+    }
+    tbx_job_free(j);
+    return 1;
 }
 
 static child *pick_child(tbx_worker *w, double now)
@@ -613,6 +660,10 @@ static void dispatch(tbx_worker *w, double now)
         j->next = NULL;
         if (expired(j, now_wall)) {
             revoke_expired(w, j);
+            j = next;
+            continue;
+        }
+        if (settle_control(w, j)) {
             j = next;
             continue;
         }
@@ -671,8 +722,8 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
     tbx_error err = {0};
     switch (o->outcome) {
     case TBX_OUT_NOT_RUN:
-        act_now(w, j->tag, j->gen, ACT_REQUEUE);
-        job_free(j);
+        tbx_act_now(w, j->tag, j->gen, ACT_REQUEUE);
+        tbx_job_free(j);
         return;
     case TBX_OUT_SUCCESS: {
         char *rj = strndup(o->json, o->json_len);
@@ -681,8 +732,8 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
         free(rj);
         tbx_log(TBX_LOG_DEBUG, "task %s[%s] succeeded in %.6fs", j->msg->task, id, o->runtime);
         if (!ignore)
-            put_row(w, id, "SUCCESS", o->pickle, o->pickle_len, NULL);
-        act_after_commit(w, j, ACT_ACK);
+            tbx_put_row(w, id, "SUCCESS", o->pickle, o->pickle_len, NULL);
+        tbx_act_after_commit(w, j, ACT_ACK);
         break;
     }
     case TBX_OUT_RETRY:
@@ -711,14 +762,14 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
                 if (tbx_followup_retry(w, j, cd, &err)) {
                     tbx_log(TBX_LOG_ERROR, "task %s[%s]: cannot publish its retry (%s); rejected",
                             j->msg->task, id, err.msg);
-                    act_after_commit(w, j, ACT_REJECT);
+                    tbx_act_after_commit(w, j, ACT_REJECT);
                     json_decref(info);
                     break;
                 }
                 tbx_log(TBX_LOG_INFO, "task %s[%s] retry in %.1fs: %s: %s", j->msg->task, id, cd,
                         etype ? etype : "?", emsg ? emsg : "");
-                put_row(w, id, "RETRY", o->pickle, o->pickle_len, tb);
-                act_after_commit(w, j, ACT_ACK);
+                tbx_put_row(w, id, "RETRY", o->pickle, o->pickle_len, tb);
+                tbx_act_after_commit(w, j, ACT_ACK);
                 json_decref(info);
                 break;
             }
@@ -727,13 +778,13 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
                 emsg ? emsg : "");
         if (tbx_followup_failure(w, j, &err))
             tbx_log(TBX_LOG_ERROR, "task %s[%s]: sending its errbacks failed: %s", j->msg->task, id, err.msg);
-        put_row(w, id, "FAILURE", o->pickle, o->pickle_len, tb);
-        act_after_commit(w, j, ACT_ACK);
+        tbx_put_row(w, id, "FAILURE", o->pickle, o->pickle_len, tb);
+        tbx_act_after_commit(w, j, ACT_ACK);
         json_decref(info);
         break;
     }
     }
-    job_free(j);
+    tbx_job_free(j);
     task_done(w);
 }
 
@@ -789,13 +840,19 @@ static void child_gone(tbx_worker *w, child *c, int status, double now)
             size_t len = 0;
             if (tbx_pickle_dump_exception("TimeLimitExceeded", "billiard.exceptions", args, &pk, &len, NULL) ==
                 TBX_OK)
-                put_row(w, id, "FAILURE", pk, len, tb);
+                tbx_put_row(w, id, "FAILURE", pk, len, tb);
             free(pk);
             json_decref(args);
             tbx_followup_failure(w, head, NULL);
-            act_after_commit(w, head, ACT_ACK);
+            tbx_act_after_commit(w, head, ACT_ACK);
+        } else if (c->kill_reason == KILL_REVOKE) {
+            tbx_log(TBX_LOG_INFO, "task %s[%s] terminated by request", head->msg->task, id);
+            tbx_put_exc_row(w, id, "REVOKED", "TaskRevokedError", "celery.exceptions", "terminated", NULL);
+            tbx_act_after_commit(w, head, ACT_ACK);
+        } else if (c->kill_reason == KILL_RETRY) {
+            interrupt_retry(w, head, c->retry_countdown);
         } else if (c->kill_reason == KILL_SHUTDOWN) {
-            act_now(w, head->tag, head->gen, ACT_REQUEUE);
+            tbx_act_now(w, head->tag, head->gen, ACT_REQUEUE);
         } else {
             char why[160];
             if (WIFSIGNALED(status))
@@ -807,12 +864,12 @@ static void child_gone(tbx_worker *w, child *c, int status, double now)
             tbx_log(TBX_LOG_ERROR, "task %s[%s] crashed its process: %s", head->msg->task, id, why);
             char tb[256];
             snprintf(tb, sizeof tb, "WorkerLostError: %s Job: %s[%s]\n", why, head->msg->task, id);
-            put_exc_row(w, id, "FAILURE", "WorkerLostError", "billiard.exceptions", why, tb);
+            tbx_put_exc_row(w, id, "FAILURE", "WorkerLostError", "billiard.exceptions", why, tb);
             tbx_followup_failure(w, head, NULL);
-            act_after_commit(w, head, ACT_ACK);
+            tbx_act_after_commit(w, head, ACT_ACK);
             fire_alert(w, head, why);
         }
-        job_free(head);
+        tbx_job_free(head);
         task_done(w);
     }
     /* Queued behind the lost task, never started: back to the front of the line. */
@@ -826,7 +883,7 @@ static void child_gone(tbx_worker *w, child *c, int status, double now)
         n = j->next;
         j->next = NULL;
         if (w->stopping)
-            act_now(w, j->tag, j->gen, ACT_REQUEUE), job_free(j);
+            tbx_act_now(w, j->tag, j->gen, ACT_REQUEUE), tbx_job_free(j);
         else
             ready_push(w, j);
     }
@@ -974,14 +1031,14 @@ static void stop_step(tbx_worker *w)
     }
     for (job *j = w->ready_head, *n; j; j = n) {
         n = j->next;
-        act_now(w, j->tag, j->gen, ACT_REQUEUE);
-        job_free(j);
+        tbx_act_now(w, j->tag, j->gen, ACT_REQUEUE);
+        tbx_job_free(j);
     }
     w->ready_head = w->ready_tail = NULL;
     while (w->neta) {
         job *j = heap_pop(w);
-        act_now(w, j->tag, j->gen, ACT_REQUEUE);
-        job_free(j);
+        tbx_act_now(w, j->tag, j->gen, ACT_REQUEUE);
+        tbx_job_free(j);
     }
     for (int i = 0; i < w->concurrency; i++)
         if (w->children[i].pid > 0 && w->children[i].depth > 1)
@@ -1175,6 +1232,7 @@ int tbx_worker_run(tbx_worker *w)
     free(w->acts);
     for (size_t i = 0; i < sizeof w->ctags / sizeof *w->ctags; i++)
         amqp_bytes_free(w->ctags[i]);
+    tbx_control_free(w);
     tbx_batch_free(w->batch);
     tbx_producer_close(w->prod);
     if (w->b) {

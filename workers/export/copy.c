@@ -145,9 +145,9 @@ static int pgerr(PGconn *c, const PGresult *r, export_err *e)
         msg[--n] = '\0';
     const char *type = r ? sqlstate_type(st) : "ConnectionError";
     if (st)
-        export_seterr(e, type, "database error %s: %s", st, msg);
+        export_seterr(e, type, "%s (SQLSTATE %s)", msg, st);
     else
-        export_seterr(e, type, "database error: %s", msg);
+        export_seterr(e, type, "%s", msg);
     return -1;
 }
 

@@ -8,6 +8,7 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -27,6 +28,14 @@ static void raise_err(tbx_task *t, const export_err *e)
     const char *type = e->type ? e->type : "RuntimeError";
     const char *mod = strcmp(type, "SoftTimeLimitExceeded") ? "builtins" : "billiard.exceptions";
     tbx_task_raise(t, type, mod, "%s", e->msg);
+}
+
+/* The same, with what was being exported in front of the message. */
+static void raise_ctx(tbx_task *t, const char *label, const export_err *e)
+{
+    export_err c = *e;
+    snprintf(c.msg, sizeof c.msg, "cannot export %s: %s", label, e->msg);
+    raise_err(t, &c);
 }
 
 /* Positional argument i, or keyword `name`; TypeError (returns -1) if both are given. */
@@ -119,10 +128,11 @@ static void run_export(tbx_task *t, const char *label, const json_t *path, const
         raise_err(t, &e);
         return;
     }
+    /* From here on, say what was being exported. */
     char *sql = fixed_sql ? NULL : export_table_sql(c, schema, table, cols, ncols, &e);
     if (!fixed_sql && !sql) {
         PQfinish(c);
-        raise_err(t, &e);
+        raise_ctx(t, label, &e);
         return;
     }
     export_writer w;
@@ -133,7 +143,7 @@ static void run_export(tbx_task *t, const char *label, const json_t *path, const
     free(sql);
     if (failed) {
         export_writer_abort(&w);
-        raise_err(t, &e);
+        raise_ctx(t, label, &e);
         return;
     }
     /* The file must hold the header plus one record per row the server sent. */
@@ -146,7 +156,7 @@ static void run_export(tbx_task *t, const char *label, const json_t *path, const
         return;
     }
     if (export_writer_commit(&w, hex, &e)) {
-        raise_err(t, &e);
+        raise_ctx(t, label, &e);
         return;
     }
     tbx_log(TBX_LOG_INFO, "%s %s: %" PRIu64 " rows, %" PRIu64 " bytes -> %s", tbx_task_name(t), label, rows,

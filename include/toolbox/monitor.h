@@ -1,0 +1,63 @@
+/*
+ * toolbox/monitor.h - the platform monitor's tables and the platform's family-state rule.
+ *
+ * The platform monitor (workers/platform-monitor) consumes the catch-all queue and records every task
+ * message once, in a table modelled on the Cadasta platform's BackgroundTask (celery-wire.md §4.2):
+ *
+ *   tasks_backgroundtask   one row per task id (get-or-create: a retry or a redelivery changes nothing)
+ *     id                      varchar(24) primary key, random [a-z0-9] without l, 1, o, 0
+ *     task_id                 varchar(155) unique: the `id` header
+ *     type                    varchar(155): the `task` header
+ *     input                   jsonb {"args": [...], "kwargs": {...}}; NULL when the body was unreadable
+ *                             (the raw message is then in tasks_parkedmessage)
+ *     options                 jsonb: the message properties with the whole header table as
+ *                             "application_headers", plus the eta, expires, retries, timelimit and
+ *                             is_result headers when set (as the platform's consumer copies them)
+ *     parent_id, root_id      text, no foreign key: a task is never refused because its parent is missing
+ *     creator_id              text, related_content_type_id bigint, related_object_id text: from the
+ *                             headers of those names (producers put them there, celery-wire.md §4.3)
+ *     immutable               boolean, NULL (kept for the platform's model)
+ *     created_date, last_updated  timestamptz
+ *
+ *   tasks_parkedmessage    messages set aside: reason, task_id (when known), routing key, exchange,
+ *                          redelivered, properties and headers as jsonb, the raw body as bytea,
+ *                          received_date. Never deleted by the monitor.
+ *
+ * The tables are created by `toolbox setup` (tbx_setup with TBX_SETUP_DATABASE), which also grants the
+ * result_backend role SELECT and INSERT on both and nothing else on them.
+ */
+#ifndef TOOLBOX_MONITOR_H
+#define TOOLBOX_MONITOR_H
+
+#include <stddef.h>
+
+#include "toolbox/error.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TBX_MONITOR_TASK_TABLE "tasks_backgroundtask"
+#define TBX_MONITOR_PARKED_TABLE "tasks_parkedmessage"
+
+/* Length of the random row ids (the platform's RandomIDModel). */
+#define TBX_MONITOR_ID_LEN 24
+
+/* The DDL of both tables and their indexes, idempotent (CREATE ... IF NOT EXISTS), as one SQL text
+ * without transaction control. Static string, never NULL. */
+const char *tbx_monitor_schema_sql(void);
+
+/* The platform's overall state of a task family (BackgroundTask.overall_status): statuses[0..n) are
+ * the members' stored states, NULL for a member without a result row (PENDING). Members named
+ * celery.chord_unlock must be left out by the caller. One distinct state -> that state; several ->
+ * "FAILURE" if any member failed, else "STARTED"; n == 0 -> "PENDING". Returns a static string, or statuses[0] itself (the
+ * caller's) when every member has that one stored state. */
+const char *tbx_family_status(const char *const *statuses, size_t n);
+
+/* A new random row id: TBX_MONITOR_ID_LEN characters of [a-z0-9] without l, 1, o and 0, then a NUL. */
+void tbx_monitor_random_id(char out[TBX_MONITOR_ID_LEN + 1]);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
