@@ -616,6 +616,7 @@ Commands:
   env          print export lines for eval: eval "\$($PROG env)"
   psql [ARGS]  open psql on database $PG_DB as its owner $PG_OWNER (extra ARGS go to psql)
   reset-db     drop and recreate database $PG_DB (roles and grants included, no tables)
+  rabbitmqctl ARGS   run rabbitmqctl against our node (e.g. list_connections, close_connection)
   sandbox NAME create vhost NAME and database NAME (idempotent) and print export lines for them
 
 Ports: AMQP $AMQP_PORT (TOOLBOX_AMQP_PORT), PostgreSQL $PG_PORT (TOOLBOX_PG_PORT),
@@ -636,6 +637,7 @@ main() {
     psql) cmd_psql "$@" ;;
     reset-db) cmd_reset_db ;;
     sandbox) cmd_sandbox "$@" ;;
+    rabbitmqctl) need_root rabbitmqctl; rmqctl "$@" ;;
     help | -h | --help) usage ;;
     *)
         usage >&2

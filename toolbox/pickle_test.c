@@ -752,6 +752,52 @@ START_TEST(test_limits)
 }
 END_TEST
 
+/* ---- out of memory inside jansson ------------------------------------------------- */
+
+static long alloc_budget = -1; /* allocations left before failing; -1 = unlimited */
+
+static void *failing_malloc(size_t n)
+{
+    if (alloc_budget == 0)
+        return NULL;
+    if (alloc_budget > 0)
+        alloc_budget--;
+    return malloc(n);
+}
+
+START_TEST(test_oom)
+{
+    /* every kind of value, memo, REDUCE, non-str keys: each jansson allocation failing in turn */
+    static const char *const names[] = {"nested/p2", "shared_sublist/p5", "nonstr_keys/p2", "set/p2",
+                                        "bytearray/p0", "list_mixed/p0"};
+    for (size_t k = 0; k < sizeof names / sizeof names[0]; k++) {
+        size_t n = 0;
+        unsigned char *b = NULL;
+        for (size_t i = 0; i < sizeof vectors / sizeof vectors[0]; i++)
+            if (!strcmp(vectors[i].name, names[k]))
+                b = unhex(vectors[i].hex, &n);
+        ck_assert_ptr_nonnull(b);
+        json_set_alloc_funcs(failing_malloc, free);
+        for (long fail_at = 0;; fail_at++) {
+            json_t *v;
+            tbx_error err;
+            alloc_budget = fail_at;
+            tbx_status st = tbx_pickle_load(b, n, &v, &err);
+            alloc_budget = -1;
+            if (st == TBX_OK) {
+                json_decref(v);
+                break;
+            }
+            ck_assert_msg(st == TBX_ENOMEM, "%s, failing allocation %ld: %d (%s)", names[k], fail_at, (int)st, err.msg);
+            ck_assert_ptr_null(v);
+            ck_assert_int_lt(fail_at, 10000);
+        }
+        json_set_alloc_funcs(malloc, free);
+        free(b);
+    }
+}
+END_TEST
+
 /* ---- encoding ------------------------------------------------------------------ */
 
 START_TEST(test_encoder_matches_python)
@@ -962,6 +1008,7 @@ static Suite *suite(void)
     tcase_add_test(tc, test_malformed);
     tcase_add_test(tc, test_python_objects_refused);
     tcase_add_test(tc, test_limits);
+    tcase_add_test(tc, test_oom);
     suite_add_tcase(s, tc);
     tc = tcase_create("dump");
     tcase_set_timeout(tc, 60);
