@@ -10,7 +10,8 @@
 # Runs as root (it starts PostgreSQL as the `postgres` system user through runuser).
 #
 # Environment (all optional):
-#   TOOLBOX_SERVICES_DIR        folder for data, logs, sockets, pid files   (<repo>/.services)
+#   TOOLBOX_SERVICES_DIR        folder for data, logs, sockets, pid files   (<repo>/.services, or
+#                               /var/tmp/toolbox-services-<hash> when the repo is not world-traversable)
 #   TOOLBOX_AMQP_PORT           AMQP port                                   (35672)
 #   TOOLBOX_RABBIT_DIST_PORT    Erlang distribution port of the node        (AMQP port + 10000)
 #   TOOLBOX_EPMD_PORT           port of the node's private epmd             (AMQP port + 10011)
@@ -30,7 +31,23 @@ set -euo pipefail
 PROG=${0##*/}
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)
 
-SERVICES_DIR=${TOOLBOX_SERVICES_DIR:-$REPO/.services}
+# The postgres system user must reach the data folder. A checkout under a private folder (a fresh CI
+# clone in a mktemp directory, say) gets its services in a folder of its own under /var/tmp instead.
+world_traversable() {
+    local d=$1
+    while [[ -n $d && $d != / ]]; do
+        [[ -e $d ]] && [[ $(stat -c %A "$d") != *x ]] && return 1
+        d=$(dirname "$d")
+    done
+    return 0
+}
+if [[ -n ${TOOLBOX_SERVICES_DIR:-} ]]; then
+    SERVICES_DIR=$TOOLBOX_SERVICES_DIR
+elif world_traversable "$REPO"; then
+    SERVICES_DIR=$REPO/.services
+else
+    SERVICES_DIR=/var/tmp/toolbox-services-$(printf '%s' "$REPO" | md5sum | cut -c1-8)
+fi
 AMQP_PORT=${TOOLBOX_AMQP_PORT:-35672}
 PG_PORT=${TOOLBOX_PG_PORT:-35432}
 RABBIT_TIMEOUT=${TOOLBOX_RABBIT_TIMEOUT:-90}

@@ -154,9 +154,9 @@ START_TEST(default_names)
     export_default_name("public.items", "id-1", n, sizeof n);
     ck_assert_str_eq(n, "public.items_id-1.csv");
     export_default_name("../etc/pass wd", "x", n, sizeof n);
-    ck_assert_str_eq(n, "__etc_pass_wd_x.csv");
+    ck_assert_str_eq(n, "_._etc_pass_wd_x.csv"); /* no slash, no leading dot */
     export_default_name("żółć", "x", n, sizeof n);
-    ck_assert_str_eq(n, "________x.csv");
+    ck_assert_str_eq(n, "_________x.csv"); /* 8 bytes of UTF-8, then the separator */
     export_default_name("", NULL, n, sizeof n);
     ck_assert_str_eq(n, "export_noid.csv");
 }

@@ -34,7 +34,7 @@ static void raise_err(tbx_task *t, const export_err *e)
 static void raise_ctx(tbx_task *t, const char *label, const export_err *e)
 {
     export_err c = *e;
-    snprintf(c.msg, sizeof c.msg, "cannot export %s: %s", label, e->msg);
+    snprintf(c.msg, sizeof c.msg, "cannot export %.150s: %.340s", label, e->msg);
     raise_err(t, &c);
 }
 
@@ -128,7 +128,6 @@ static void run_export(tbx_task *t, const char *label, const json_t *path, const
         raise_err(t, &e);
         return;
     }
-    /* From here on, say what was being exported. */
     char *sql = fixed_sql ? NULL : export_table_sql(c, schema, table, cols, ncols, &e);
     if (!fixed_sql && !sql) {
         PQfinish(c);
