@@ -18,14 +18,25 @@ typedef struct tbx_batch tbx_batch;
 tbx_batch *tbx_batch_new(void);
 void tbx_batch_free(tbx_batch *b);
 
+/* Celery's result_extended columns of a row (all strings may be NULL). */
+typedef struct tbx_row_ext {
+    const char *name;
+    const char *args_json;   /* stored as JSON bytes, as Celery's result_serializer writes them */
+    const char *kwargs_json;
+    const char *worker;
+    int retries;
+    const char *queue;       /* the delivery routing key, as Celery stores it */
+} tbx_row_ext;
+
 /* Add or replace the row of task_id. pickle may be NULL (SQL NULL); traceback
- * may be NULL. Copies everything. 0 ok, -1 ENOMEM. */
+ * and ext may be NULL. Copies everything. 0 ok, -1 ENOMEM. */
 int tbx_batch_put(tbx_batch *b, const char *task_id, const char *status, const unsigned char *pickle,
-                  size_t pickle_len, const char *traceback);
+                  size_t pickle_len, const char *traceback, const tbx_row_ext *ext);
 size_t tbx_batch_len(const tbx_batch *b);
 
 /* Write every row in one upsert (never regressing a ready state, never
- * overwriting SUCCESS) and commit. On success the batch is emptied. */
-tbx_status tbx_batch_commit(tbx_batch *b, PGconn *conn, tbx_error *err);
+ * overwriting SUCCESS) and commit; with `extended`, also the name, args,
+ * kwargs, worker, retries and queue columns. On success the batch is emptied. */
+tbx_status tbx_batch_commit(tbx_batch *b, PGconn *conn, int extended, tbx_error *err);
 
 #endif

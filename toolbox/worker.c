@@ -199,6 +199,7 @@ static int settle_settings(tbx_worker *w, tbx_error *err)
     w->max_tasks = tbx_config_int(c, "worker.max_tasks");
     w->max_duration = tbx_config_double(c, "worker.max_duration");
     w->track_started = tbx_config_bool(c, "task_track_started");
+    w->result_extended = tbx_config_bool(c, "result_extended");
     w->max_body = (size_t)tbx_config_int(c, "max_message_bytes");
     return 0;
 }

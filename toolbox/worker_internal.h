@@ -77,6 +77,7 @@ struct tbx_worker {
     long long max_tasks;
     double max_duration;
     int track_started;
+    int result_extended;
     size_t result_batch;
     size_t max_body;
 
@@ -117,10 +118,11 @@ int tbx_worker_run(tbx_worker *w);
 void tbx_job_free(job *j);
 void tbx_act_now(tbx_worker *w, uint64_t tag, unsigned gen, int kind);
 void tbx_act_after_commit(tbx_worker *w, const job *j, int kind);
-void tbx_put_row(tbx_worker *w, const char *id, const char *status, const unsigned char *pk, size_t len,
-                 const char *tb);
-void tbx_put_exc_row(tbx_worker *w, const char *id, const char *status, const char *type,
-                     const char *module, const char *message, const char *tb);
+/* Queue a result row; m (may be NULL) supplies the result_extended columns. */
+void tbx_put_row(tbx_worker *w, const tbx_task_msg *m, const char *id, const char *status,
+                 const unsigned char *pk, size_t len, const char *tb);
+void tbx_put_exc_row(tbx_worker *w, const tbx_task_msg *m, const char *id, const char *status,
+                     const char *type, const char *module, const char *message, const char *tb);
 
 /* control.c: Celery's remote control (pidbox): ping, revoke, and our interrupt. */
 tbx_status tbx_control_start(tbx_worker *w, tbx_error *err);   /* declare + consume, on each connect */

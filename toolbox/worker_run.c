@@ -108,18 +108,29 @@ void tbx_act_after_commit(tbx_worker *w, const job *j, int kind)
     w->acts[w->nacts++] = (action){j->tag, j->gen, kind};
 }
 
-void tbx_put_row(tbx_worker *w, const char *id, const char *status, const unsigned char *pk,
-                    size_t len, const char *tb)
+void tbx_put_row(tbx_worker *w, const tbx_task_msg *m, const char *id, const char *status,
+                 const unsigned char *pk, size_t len, const char *tb)
 {
     if (tbx_batch_len(w->batch) == 0)
         w->batch_since = mono();
-    if (tbx_batch_put(w->batch, id, status, pk, len, tb))
+    tbx_row_ext ext = {0}, *e = NULL;
+    char *args = NULL, *kwargs = NULL;
+    if (w->result_extended && m) {
+        /* Celery's result_extended columns: args/kwargs are JSON bytes, not pickles. */
+        args = json_dumps(m->args, JSON_ENCODE_ANY);
+        kwargs = json_dumps(m->kwargs, JSON_ENCODE_ANY);
+        ext = (tbx_row_ext){m->task, args, kwargs, w->hostname, m->retries, m->routing_key};
+        e = &ext;
+    }
+    if (tbx_batch_put(w->batch, id, status, pk, len, tb, e))
         tbx_log(TBX_LOG_ERROR, "out of memory storing the %s row of %s", status, id);
+    free(args);
+    free(kwargs);
 }
 
 /* A FAILURE/REVOKED row with an exception dict. */
-void tbx_put_exc_row(tbx_worker *w, const char *id, const char *status, const char *type,
-                        const char *module, const char *message, const char *tb)
+void tbx_put_exc_row(tbx_worker *w, const tbx_task_msg *m, const char *id, const char *status,
+                     const char *type, const char *module, const char *message, const char *tb)
 {
     json_t *args = json_array();
     if (message)
@@ -127,7 +138,7 @@ void tbx_put_exc_row(tbx_worker *w, const char *id, const char *status, const ch
     unsigned char *pk = NULL;
     size_t len = 0;
     if (tbx_pickle_dump_exception(type, module, args, &pk, &len, NULL) == TBX_OK)
-        tbx_put_row(w, id, status, pk, len, tb);
+        tbx_put_row(w, m, id, status, pk, len, tb);
     free(pk);
     json_decref(args);
 }
@@ -138,7 +149,7 @@ static void commit(tbx_worker *w, double now)
         if (!w->db || now < w->db_retry_at)
             return;
         tbx_error err = {0};
-        if (tbx_batch_commit(w->batch, w->db, &err)) {
+        if (tbx_batch_commit(w->batch, w->db, w->result_extended, &err)) {
             tbx_log(TBX_LOG_ERROR, "%s (retrying in %.1f s; nothing is acknowledged meanwhile)",
                     err.msg, w->db_delay);
             w->db_retry_at = now + w->db_delay;
@@ -323,7 +334,7 @@ static int expired(const job *j, double now_wall)
 static void revoke_expired(tbx_worker *w, job *j)
 {
     tbx_log(TBX_LOG_INFO, "task %s[%s] expired, revoked", j->msg->task, j->msg->id);
-    tbx_put_exc_row(w, j->msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "expired", NULL);
+    tbx_put_exc_row(w, j->msg, j->msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "expired", NULL);
     tbx_act_after_commit(w, j, ACT_ACK);
     tbx_job_free(j);
 }
@@ -401,7 +412,7 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
         tbx_log(TBX_LOG_ERROR, "rejected message %.155s from queue routing key %.*s: %s", id ? id : "(no id)",
                 (int)env->routing_key.len, (const char *)env->routing_key.bytes, err.msg);
         if (id)
-            tbx_put_exc_row(w, id, "FAILURE", "InvalidTaskError", "celery.exceptions", err.msg, NULL);
+            tbx_put_exc_row(w, NULL, id, "FAILURE", "InvalidTaskError", "celery.exceptions", err.msg, NULL);
         tbx_act_after_commit(w, &tmp, ACT_REJECT);
         free(id);
         return;
@@ -411,7 +422,7 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
     int h = find_handler(w, msg->task);
     if (h < 0) {
         tbx_log(TBX_LOG_ERROR, "received unregistered task %s[%s]; rejected", msg->task, msg->id);
-        tbx_put_exc_row(w, msg->id, "FAILURE", "NotRegistered", "celery.exceptions", msg->task, NULL);
+        tbx_put_exc_row(w, msg, msg->id, "FAILURE", "NotRegistered", "celery.exceptions", msg->task, NULL);
         tbx_act_after_commit(w, &tmp, ACT_REJECT);
         tbx_task_msg_free(msg);
         return;
@@ -439,7 +450,7 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
         tbx_iso_parse(msg->expires, &j->expires, NULL);
     if (tbx_control_is_revoked(w, msg->id)) {
         tbx_log(TBX_LOG_INFO, "task %s[%s] was revoked; discarded", msg->task, msg->id);
-        tbx_put_exc_row(w, msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "revoked", NULL);
+        tbx_put_exc_row(w, msg, msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "revoked", NULL);
         tbx_act_after_commit(w, j, ACT_ACK);
         tbx_job_free(j);
         return;
@@ -564,7 +575,7 @@ static void job_started(tbx_worker *w, child *c, job *j, double now)
         unsigned char *pk = NULL;
         size_t len = 0;
         if (info && tbx_pickle_dump(info, &pk, &len, NULL) == TBX_OK)
-            tbx_put_row(w, j->msg->id, "STARTED", pk, len, NULL);
+            tbx_put_row(w, j->msg, j->msg->id, "STARTED", pk, len, NULL);
         free(pk);
         json_decref(info);
     }
@@ -595,7 +606,7 @@ static void interrupt_retry(tbx_worker *w, job *j, double countdown)
         return;
     }
     tbx_log(TBX_LOG_INFO, "task %s[%s] interrupted: retry in %.1fs", j->msg->task, j->msg->id, countdown);
-    tbx_put_exc_row(w, j->msg->id, "RETRY", "Retry", "celery.exceptions", "interrupted", NULL);
+    tbx_put_exc_row(w, j->msg, j->msg->id, "RETRY", "Retry", "celery.exceptions", "interrupted", NULL);
     tbx_act_after_commit(w, j, ACT_ACK);
 }
 
@@ -606,7 +617,7 @@ static int settle_control(tbx_worker *w, job *j)
         interrupt_retry(w, j, j->interrupt_countdown);
     } else if (j->interrupt == INT_CANCEL || tbx_control_is_revoked(w, j->msg->id)) {
         tbx_log(TBX_LOG_INFO, "task %s[%s] revoked before it ran", j->msg->task, j->msg->id);
-        tbx_put_exc_row(w, j->msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "revoked", NULL);
+        tbx_put_exc_row(w, j->msg, j->msg->id, "REVOKED", "TaskRevokedError", "celery.exceptions", "revoked", NULL);
         tbx_act_after_commit(w, j, ACT_ACK);
     } else {
         return 0;
@@ -732,7 +743,7 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
         free(rj);
         tbx_log(TBX_LOG_DEBUG, "task %s[%s] succeeded in %.6fs", j->msg->task, id, o->runtime);
         if (!ignore)
-            tbx_put_row(w, id, "SUCCESS", o->pickle, o->pickle_len, NULL);
+            tbx_put_row(w, j->msg, id, "SUCCESS", o->pickle, o->pickle_len, NULL);
         tbx_act_after_commit(w, j, ACT_ACK);
         break;
     }
@@ -768,7 +779,7 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
                 }
                 tbx_log(TBX_LOG_INFO, "task %s[%s] retry in %.1fs: %s: %s", j->msg->task, id, cd,
                         etype ? etype : "?", emsg ? emsg : "");
-                tbx_put_row(w, id, "RETRY", o->pickle, o->pickle_len, tb);
+                tbx_put_row(w, j->msg, id, "RETRY", o->pickle, o->pickle_len, tb);
                 tbx_act_after_commit(w, j, ACT_ACK);
                 json_decref(info);
                 break;
@@ -778,7 +789,7 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
                 emsg ? emsg : "");
         if (tbx_followup_failure(w, j, &err))
             tbx_log(TBX_LOG_ERROR, "task %s[%s]: sending its errbacks failed: %s", j->msg->task, id, err.msg);
-        tbx_put_row(w, id, "FAILURE", o->pickle, o->pickle_len, tb);
+        tbx_put_row(w, j->msg, id, "FAILURE", o->pickle, o->pickle_len, tb);
         tbx_act_after_commit(w, j, ACT_ACK);
         json_decref(info);
         break;
@@ -840,14 +851,14 @@ static void child_gone(tbx_worker *w, child *c, int status, double now)
             size_t len = 0;
             if (tbx_pickle_dump_exception("TimeLimitExceeded", "billiard.exceptions", args, &pk, &len, NULL) ==
                 TBX_OK)
-                tbx_put_row(w, id, "FAILURE", pk, len, tb);
+                tbx_put_row(w, head->msg, id, "FAILURE", pk, len, tb);
             free(pk);
             json_decref(args);
             tbx_followup_failure(w, head, NULL);
             tbx_act_after_commit(w, head, ACT_ACK);
         } else if (c->kill_reason == KILL_REVOKE) {
             tbx_log(TBX_LOG_INFO, "task %s[%s] terminated by request", head->msg->task, id);
-            tbx_put_exc_row(w, id, "REVOKED", "TaskRevokedError", "celery.exceptions", "terminated", NULL);
+            tbx_put_exc_row(w, head->msg, id, "REVOKED", "TaskRevokedError", "celery.exceptions", "terminated", NULL);
             tbx_act_after_commit(w, head, ACT_ACK);
         } else if (c->kill_reason == KILL_RETRY) {
             interrupt_retry(w, head, c->retry_countdown);
@@ -864,7 +875,7 @@ static void child_gone(tbx_worker *w, child *c, int status, double now)
             tbx_log(TBX_LOG_ERROR, "task %s[%s] crashed its process: %s", head->msg->task, id, why);
             char tb[256];
             snprintf(tb, sizeof tb, "WorkerLostError: %s Job: %s[%s]\n", why, head->msg->task, id);
-            tbx_put_exc_row(w, id, "FAILURE", "WorkerLostError", "billiard.exceptions", why, tb);
+            tbx_put_exc_row(w, head->msg, id, "FAILURE", "WorkerLostError", "billiard.exceptions", why, tb);
             tbx_followup_failure(w, head, NULL);
             tbx_act_after_commit(w, head, ACT_ACK);
             fire_alert(w, head, why);
