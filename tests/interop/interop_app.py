@@ -7,7 +7,7 @@ task to the routing key before the first `.` of its name, and task_track_started
 Imported as a module by `celery -A interop_app worker` (the Python *worker* of test_producer_to_python),
 it reads its broker and backend from the environment (INTEROP_BROKER_URL, INTEROP_BACKEND_URL, a
 postgresql:// URL; "db+" is added here) and registers the Python tasks export.add, export.echo,
-export.fail, export.sleep and export.info. The test modules use make_app() directly as a *client*.
+export.fail, export.sleep, export.flaky, export.types and export.info. The test modules use make_app() directly as a *client*.
 """
 import os
 import time
@@ -65,6 +65,26 @@ def register_python_tasks(app):
         time.sleep(seconds)
         return seconds
 
+    @app.task(name="export.flaky", bind=True, max_retries=5)
+    def flaky(self, times):
+        """Retries itself `times` times (Python republishes the message), then returns the count."""
+        if self.request.retries < times:
+            raise self.retry(countdown=0.1, exc=RuntimeError("try again"))
+        return self.request.retries
+
+    @app.task(name="export.types")
+    def types(case):
+        """Python values whose pickles the C reader must map to JSON (toolbox/pickle.h)."""
+        shared = [1, "s"]
+        return {
+            "containers": {"tuple": (1, (2, 3)), "set": {7}, "frozenset": frozenset(["f"]),
+                           "bytes": b"ab", "bytearray": bytearray(b"cd"), "empty_tuple": ()},
+            "keys": {1: "int", 2.5: "float", False: "bool", None: "none", "s": "str"},
+            "shared": [shared, shared, {"again": shared}],
+            "datetime": __import__("datetime").datetime(2020, 1, 2, 3, 4, 5),
+            "bigint": 2 ** 70,
+        }[case]
+
     @app.task(name="export.info", bind=True)
     def info(self, *args, **kwargs):
         """What the Python worker understood of the message, as plain data."""
@@ -90,7 +110,7 @@ def register_python_tasks(app):
             out[k] = getattr(r, k, None)
         return out
 
-    return add, echo, fail, sleep, info
+    return add, echo, fail, sleep, flaky, types, info
 
 
 if os.environ.get("INTEROP_BROKER_URL"):

@@ -12,6 +12,7 @@ Environment:
   TOOLBOX_SOURCE_DIR  the repository (default: two levels above this file)
   TOOLBOX_BIN         the folder with `toolbox` and `msg-worker` (default: $TOOLBOX_SOURCE_DIR/build/bin)
 """
+import ctypes
 import datetime
 import json
 import os
@@ -198,6 +199,11 @@ class Sandbox:
 
     def reset(self):
         """Empty the sandbox's queues and result table (they belong to this sandbox only)."""
+        busy = [(q, self.queue_info(q)[1]) for q in TOPOLOGY_QUEUES]
+        busy = [(q, n) for q, n in busy if n]
+        if busy:
+            raise SetupError("sandbox %s: queues %s already have consumers; a worker from another run is still "
+                             "connected to this vhost (stop it first)" % (self.name, busy))
         self.purge()
         self.sql("TRUNCATE celery_taskmeta")
 
@@ -228,8 +234,15 @@ def _group_members(pgid):
     return pids
 
 
+def _die_with_parent():
+    """In the child, before exec: SIGKILL when the test process dies (e.g. killed by a ctest TIMEOUT),
+    so no worker outlives its test and disturbs the next run."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+
 class Proc:
-    """A program started in a session of its own, its output in a log file."""
+    """A program started in a session of its own, its output in a log file; it dies with the test."""
 
     def __init__(self, name, argv, env, logpath):
         self.name = name
@@ -237,7 +250,8 @@ class Proc:
         self.logpath = logpath
         self._log = open(logpath, "ab")
         self.p = subprocess.Popen(argv, env=env, cwd=SOURCE_DIR, stdin=subprocess.DEVNULL, stdout=self._log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+                                  stderr=subprocess.STDOUT, start_new_session=True,
+                                  preexec_fn=_die_with_parent)
         self.pid = self.p.pid
 
     def alive(self):

@@ -11,6 +11,7 @@ import json
 import os
 import sys
 import unittest
+import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import interop_support as S  # noqa: E402
@@ -103,6 +104,50 @@ class ProducerToPython(unittest.TestCase):
                                          "exc_module": "builtins"})
         self.assertIn("ValueError: bad value 7", doc["traceback"] or "")
         self.assertTrue(doc["date_done"])
+
+    def test_link_and_link_error_run_in_python(self):
+        # embed.callbacks / embed.errbacks written by the C producer, applied by the Python worker.
+        cb_id, eb_id = str(uuid.uuid4()), str(uuid.uuid4())
+        _, rc, doc = self.run_task("export.add", "--args", "[2, 3]", "--link",
+                                   json.dumps({"task": "export.echo", "options": {"task_id": cb_id}}))
+        self.assertSuccess(doc, rc, 5)
+        rc, doc = sb.result(cb_id)
+        self.assertSuccess(doc, rc, 5)  # the parent's return value as first argument
+        tid, rc, doc = self.run_task("export.fail", "--args", '["for the errback"]', "--link-error",
+                                     json.dumps({"task": "export.echo", "options": {"task_id": eb_id}}))
+        self.assertEqual(doc["status"], "FAILURE", doc)
+        rc, doc = sb.result(eb_id)
+        self.assertSuccess(doc, rc, tid)  # a one-argument errback gets the failed task's id
+
+    def test_not_registered(self):
+        _, rc, doc = self.run_task("export.nope", "--args", "[1]")
+        self.assertEqual(doc["status"], "FAILURE", doc)
+        self.assertEqual(doc["result"], {"exc_type": "NotRegistered", "exc_message": ["export.nope"],
+                                         "exc_module": "celery.exceptions"})
+
+    def test_python_retry(self):
+        _, rc, doc = self.run_task("export.flaky", "--args", "[2]")
+        self.assertSuccess(doc, rc, 2)
+
+    def test_python_values_read_by_c(self):
+        # What Python's SQLAlchemy PickleType (protocol 5, memo, FRAME) writes, as the C reader maps it.
+        cases = {
+            "containers": {"tuple": [1, [2, 3]], "set": [7], "frozenset": ["f"], "bytes": "ab",
+                           "bytearray": "cd", "empty_tuple": []},
+            "keys": {"1": "int", "2.5": "float", "False": "bool", "None": "none", "s": "str"},
+            "shared": [[1, "s"], [1, "s"], {"again": [1, "s"]}],
+        }
+        for case, expected in cases.items():
+            with self.subTest(case=case):
+                _, rc, doc = self.run_task("export.types", "--args", json.dumps([case]))
+                self.assertSuccess(doc, rc, expected)
+        # No JSON form: the state is still readable, the result is null with the reason.
+        for case in ("datetime", "bigint"):
+            with self.subTest(case=case):
+                _, rc, doc = self.run_task("export.types", "--args", json.dumps([case]))
+                self.assertEqual(doc["status"], "SUCCESS", doc)
+                self.assertIsNone(doc["result"], doc)
+                self.assertTrue(doc.get("result_error"), doc)
 
     def test_countdown(self):
         t0 = S.utcnow()

@@ -3,7 +3,8 @@
 
 `msg-worker --env test --concurrency 2` runs in sandbox t_interop_cw; the tests send with Celery's own
 send_task / signatures / chain and read results with AsyncResult over the database backend (worker role),
-so every message the worker reads and every row it writes go through real Celery code.
+so every message the worker reads and every row it writes go through real Celery code. Remote control
+(app.control.ping / revoke) goes through kombu's pidbox; malformed messages are published raw with kombu.
 """
 import datetime
 import json
@@ -18,6 +19,7 @@ import interop_support as S  # noqa: E402
 
 SANDBOX = "t_interop_cw"
 T = 30  # seconds to wait for any one result
+HOSTNAME = "cw@interop"
 
 sb = None
 worker = None
@@ -30,7 +32,7 @@ def setUpModule():
     import interop_app
     # A client may read with the worker role: SELECT on celery_taskmeta is all AsyncResult needs.
     app = interop_app.make_app(sb.broker_url, sb.backend_url, name="interop_client")
-    worker = sb.start_msg_worker("--concurrency", "2")
+    worker = sb.start_msg_worker("--concurrency", "2", "--hostname", HOSTNAME)
     try:
         sb.wait_consumers("msg", worker)
     except BaseException:
@@ -145,6 +147,20 @@ class PythonToCWorker(unittest.TestCase):
         # An errback that is not a local Python task is called with the failed task's id.
         self.assertEqual(self.get(eb_result), r.id)
 
+    def test_group(self):
+        from celery import group
+        g = group(app.signature("msg.add", args=(1, 1)), app.signature("msg.add", args=(2, 2)),
+                  app.signature("msg.echo", args=("x",))).apply_async()
+        self.assertEqual(g.get(timeout=T, interval=0.05), [2, 4, "x"])
+
+    def test_ignore_result(self):
+        # No row for the task itself (neither STARTED nor SUCCESS); its callback shows that it ran.
+        cb = app.signature("msg.echo")
+        cb_result = cb.freeze()
+        r = send("msg.add", 20, 1, ignore_result=True, link=cb)
+        self.assertEqual(self.get(cb_result), 21)
+        self.assertEqual(sb.sql("SELECT status FROM celery_taskmeta WHERE task_id = %s", (r.id,)), [])
+
     def test_flaky_retries_then_succeeds(self):
         r = send("msg.flaky", 2)
         self.assertEqual(self.get(r), 2)
@@ -178,6 +194,35 @@ class PythonToCWorker(unittest.TestCase):
         self.assertEqual(type(e).__name__, "TaskRevokedError", repr(e))
         self.assertEqual(r.state, "REVOKED")
 
+    def test_eta_in_the_past_runs_at_once(self):
+        r = send("msg.add", 1, 2, eta=datetime.datetime(2020, 1, 1, tzinfo=datetime.timezone.utc))
+        self.assertEqual(self.get(r), 3)
+
+    def test_extra_headers_and_shadow_are_accepted(self):
+        r = send("msg.add", 1, 2, headers={"x-custom": "y", "n": 2 ** 40, "l": [1, None]}, shadow="a.shadow",
+                 priority=3, retries=0)
+        self.assertEqual(self.get(r), 3)
+
+    def test_values_json_cannot_carry(self):
+        # Python's json writes ints beyond int64 as digits and NaN/Infinity as bare tokens
+        # (celery-wire.md §1.4). The worker must either run the task with the exact value or fail it
+        # visibly (InvalidTaskError) -- never crash, never leave the client waiting.
+        import math
+        for value in (2 ** 70, -2 ** 64, float("nan"), [float("inf"), float("-inf")]):
+            with self.subTest(value=value):
+                r = send("msg.echo", value)
+                try:
+                    got = self.get(r)
+                except AssertionError:
+                    raise
+                except Exception as e:
+                    self.assertEqual(type(e).__name__, "InvalidTaskError", repr(e))
+                    self.assertEqual(r.state, "FAILURE")
+                else:
+                    same = (math.isnan(got) if isinstance(value, float) and math.isnan(value) else got == value)
+                    self.assertTrue(same, "echo(%r) returned %r" % (value, got))
+        self.assert_add_works()
+
     def test_hard_time_limit(self):
         t0 = time.monotonic()
         r = send("msg.sleep", 10, time_limit=1)
@@ -206,6 +251,32 @@ class PythonToCWorker(unittest.TestCase):
         self.assertEqual(type(e).__name__, "NotRegistered", repr(e))
         self.assertIn("msg.nope", str(e))
         self.assertEqual(r.state, "FAILURE")
+        self.assert_add_works()
+
+    # ---- remote control (celery.pidbox) -----------------------------------------------------------
+    def test_control_ping(self):
+        self.assertEqual(app.control.ping(destination=[HOSTNAME], timeout=10, limit=1),
+                         [{HOSTNAME: {"ok": "pong"}}])
+
+    def test_control_revoke_waiting_task(self):
+        r = send("msg.add", 1, 2, countdown=5)  # held by the worker when the revoke arrives
+        replies = app.control.revoke(r.id, destination=[HOSTNAME], reply=True, timeout=10, limit=1)
+        self.assertEqual(len(replies), 1, replies)
+        e = self.get_exception(r)
+        self.assertEqual(type(e).__name__, "TaskRevokedError", repr(e))
+        self.assertEqual(r.state, "REVOKED")
+
+    def test_control_revoke_terminate_running_task(self):
+        t0 = time.monotonic()
+        r = send("msg.sleep", 20)
+        S.wait_for(lambda: r.state == "STARTED", 20, 0.05, "STARTED of msg.sleep(20)")
+        replies = app.control.revoke(r.id, destination=[HOSTNAME], terminate=True, reply=True, timeout=10,
+                                     limit=1)
+        self.assertEqual(len(replies), 1, replies)
+        e = self.get_exception(r)
+        self.assertEqual(type(e).__name__, "TaskRevokedError", repr(e))
+        self.assertEqual(r.state, "REVOKED")
+        self.assertLess(time.monotonic() - t0, 18, "the running task was not terminated")
         self.assert_add_works()
 
     # ---- hostile input ---------------------------------------------------------------------------

@@ -7,7 +7,8 @@ Sandbox t_interop_kill.
   3 (unpickled here with Python's pickle), no other rows, and nothing is left in the `msg` queue.
 - SIGTERM (warm shutdown) while msg.sleep(3) runs: the worker finishes the sleep (SUCCESS), exits 0,
   and the tasks it had prefetched but not started are back in the queue (passive declare) with no row,
-  and a restarted worker does them.
+  and a restarted worker does them (an eta task held by the worker goes back too, and is not run early).
+- SIGKILL while a task runs: it is redelivered and a restarted worker runs it to SUCCESS.
 """
 import os
 import pickle
@@ -134,11 +135,11 @@ class KillAndRestart(unittest.TestCase):
         w = self.start_worker("--concurrency", "1", "--prefetch", "10")
         # 3 s leaves a loaded machine ample time to send and prefetch the others before SIGTERM.
         sleep_id = sb.send("msg.sleep", "--args", "[3]")
-        S.wait_for(lambda: sb.sql("SELECT status FROM celery_taskmeta WHERE task_id = %s", (sleep_id,)) ==
-                   [("STARTED",)], 20, 0.02, "msg.sleep(3) to be STARTED")
+        S.wait_for(lambda: self.status(sleep_id) == "STARTED", 20, 0.02, "msg.sleep(3) to be STARTED")
         ids = self.send_many(5)
-        # All five are prefetched (unacked) by the busy worker: none is ready in the queue any more.
-        S.wait_for(lambda: sb.queue_info("msg")[0] == 0, 10, 0.02, "the worker to prefetch the 5 tasks")
+        eta_id = sb.send("msg.add", "--args", "[5, 5]", "--countdown", "600")  # held unacked until its eta
+        # All six are prefetched (unacked) by the busy worker: none is ready in the queue any more.
+        S.wait_for(lambda: sb.queue_info("msg")[0] == 0, 10, 0.02, "the worker to prefetch the 6 tasks")
         self.assertEqual(self.count("SUCCESS"), 0, "a task finished while msg.sleep(3) was running")
 
         w.signal(signal.SIGTERM)
@@ -152,15 +153,36 @@ class KillAndRestart(unittest.TestCase):
         (status, result), = [(s, r) for _, s, r in self.rows([sleep_id])]
         self.assertEqual(status, "SUCCESS", w.tail())
         self.assertEqual(pickle.loads(bytes(result)), 3)
-        self.assertEqual(self.rows(ids), [], "tasks that had not started got a row")
-        self.assertEqual(sb.queue_info("msg"), (5, 0), "the 5 unstarted tasks are not back in the queue")
+        self.assertEqual(self.rows(ids + [eta_id]), [], "tasks that had not started got a row")
+        self.assertEqual(sb.queue_info("msg"), (6, 0), "the 6 unstarted tasks are not back in the queue")
 
         w2 = self.start_worker("--concurrency", "2")
         S.wait_for(lambda: self.count() >= 6, 60, 0.05, "the restarted worker to run the 5 returned tasks")
         self.assertEqual(sorted((s, pickle.loads(bytes(r))) for _, s, r in self.rows(ids)), [("SUCCESS", 3)] * 5)
+        self.assertIsNone(self.status(eta_id), "the eta task ran 600 s early")
+        self.assertEqual(w2.stop(), 0, w2.tail())
+        self.assertEqual(sb.queue_info("msg"), (1, 0), "only the eta task should be left")
+
+    def test_sigkill_during_a_task_reruns_it(self):
+        # The delivery is acked only after the final row: a task running when the worker is killed is
+        # redelivered and run again by the next worker.
+        w = self.start_worker("--concurrency", "1")
+        tid = sb.send("msg.sleep", "--args", "[2]")
+        S.wait_for(lambda: self.status(tid) == "STARTED", 20, 0.02, "msg.sleep(2) to be STARTED")
+        w.signal(signal.SIGKILL)
+        self.wait_gone(w)
+        self.assertEqual(self.status(tid), "STARTED")
+        self.assertEqual(sb.queue_info("msg"), (1, 0), "the running task is not back in the queue")
+        w2 = self.start_worker("--concurrency", "1")
+        S.wait_for(lambda: self.status(tid) == "SUCCESS", 30, 0.05, "the rerun of msg.sleep(2)\n" + w2.tail())
+        (_, status, result), = self.rows([tid])
+        self.assertEqual(pickle.loads(bytes(result)), 2)
         self.assertEqual(w2.stop(), 0, w2.tail())
         self.assertEqual(sb.queue_info("msg"), (0, 0))
 
+    def status(self, tid):
+        r = sb.sql("SELECT status FROM celery_taskmeta WHERE task_id = %s", (tid,))
+        return r[0][0] if r else None
 
 if __name__ == "__main__":
     S.main()
