@@ -28,6 +28,9 @@ int cli_common(cli_args *a);
 tbx_config *cli_config(void);
 /* Print "toolbox: <msg>" to stderr; returns the exit code to use for st. */
 int cli_fail(tbx_status st, const tbx_error *err);
+/* Print the stored result of id as JSON (waiting up to timeout when wait is set);
+ * returns the exit code (1 for FAILURE/REVOKED, 3 on timeout). */
+int cli_show_result(const tbx_config *cfg, const char *id, int wait, double timeout);
 int cli_parse_double(const char *opt, const char *text, double *out);
 int cli_parse_int(const char *opt, const char *text, long long min, long long max, long long *out);
 
@@ -36,6 +39,7 @@ int cmd_send(cli_args *a);
 int cmd_result(cli_args *a);
 int cmd_inspect(cli_args *a);
 int cmd_config(cli_args *a);
+int cmd_tasks(cli_args *a); /* cmd_tasks.c: what the platform monitor recorded */
 int cmd_control(cli_args *a, const char *method); /* ping, revoke, interrupt */
 
 #endif

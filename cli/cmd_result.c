@@ -6,10 +6,8 @@
 #include "cli.h"
 #include "toolbox/result.h"
 
-int print_result(const char *id, const tbx_result *r);
-
 /* Print the result JSON; exit status 1 for FAILURE/REVOKED, 0 otherwise. */
-int print_result(const char *id, const tbx_result *r)
+static int print_result(const char *id, const tbx_result *r)
 {
     json_t *j = tbx_result_to_json(id, r);
     char *text = j ? json_dumps(j, JSON_ENCODE_ANY) : NULL;
@@ -21,6 +19,28 @@ int print_result(const char *id, const tbx_result *r)
     if (r->found && r->status && (!strcmp(r->status, "FAILURE") || !strcmp(r->status, "REVOKED")))
         return CLI_FAIL;
     return CLI_OK;
+}
+
+int cli_show_result(const tbx_config *cfg, const char *id, int wait, double timeout)
+{
+    tbx_error err = {0};
+    tbx_backend *b;
+    tbx_status st = tbx_backend_open(&b, tbx_config_str(cfg, "result_backend"), &err);
+    if (st)
+        return cli_fail(st, &err);
+    tbx_result res;
+    int rc;
+    st = wait ? tbx_backend_wait(b, id, timeout, 0.05, &res, &err) : tbx_backend_get(b, id, &res, &err);
+    if (st && st != TBX_ETIMEOUT) {
+        rc = cli_fail(st, &err);
+    } else {
+        rc = print_result(id, &res);
+        if (st == TBX_ETIMEOUT)
+            rc = cli_fail(st, &err);
+    }
+    tbx_result_clear(&res);
+    tbx_backend_close(b);
+    return rc;
 }
 
 int cmd_result(cli_args *a)
@@ -54,25 +74,7 @@ int cmd_result(cli_args *a)
     tbx_config *cfg = cli_config();
     if (!cfg)
         return CLI_USAGE;
-    tbx_error err = {0};
-    tbx_backend *b;
-    tbx_status st = tbx_backend_open(&b, tbx_config_str(cfg, "result_backend"), &err);
-    int rc;
-    if (st) {
-        rc = cli_fail(st, &err);
-    } else {
-        tbx_result res;
-        st = wait ? tbx_backend_wait(b, id, timeout, 0.05, &res, &err) : tbx_backend_get(b, id, &res, &err);
-        if (st && st != TBX_ETIMEOUT) {
-            rc = cli_fail(st, &err);
-        } else {
-            rc = print_result(id, &res);
-            if (st == TBX_ETIMEOUT)
-                rc = cli_fail(st, &err);
-        }
-        tbx_result_clear(&res);
-        tbx_backend_close(b);
-    }
+    int rc = cli_show_result(cfg, id, wait, timeout);
     tbx_config_free(cfg);
     return rc;
 }

@@ -5,7 +5,6 @@
 
 #include "cli.h"
 #include "toolbox/producer.h"
-#include "toolbox/result.h"
 
 /* --link TASK or --link '{"task": ...}' -> a signature object (new reference). */
 static json_t *parse_sig(const char *opt, const char *text)
@@ -45,8 +44,6 @@ static json_t *parse_json(const char *opt, const char *text, int want_array)
     }
     return v;
 }
-
-int print_result(const char *id, const tbx_result *r); /* cmd_result.c */
 
 int cmd_send(cli_args *a)
 {
@@ -178,24 +175,8 @@ int cmd_send(cli_args *a)
     }
     fflush(stdout);
     rc = CLI_OK;
-    if (wait) {
-        tbx_backend *b;
-        if ((st = tbx_backend_open(&b, tbx_config_str(cfg, "result_backend"), &err))) {
-            rc = cli_fail(st, &err);
-            goto out;
-        }
-        tbx_result res;
-        st = tbx_backend_wait(b, id, timeout, 0.05, &res, &err);
-        if (st && st != TBX_ETIMEOUT) {
-            rc = cli_fail(st, &err);
-        } else {
-            rc = print_result(id, &res);
-            if (st == TBX_ETIMEOUT)
-                rc = cli_fail(st, &err);
-        }
-        tbx_result_clear(&res);
-        tbx_backend_close(b);
-    }
+    if (wait)
+        rc = cli_show_result(cfg, id, 1, timeout);
 out:
     tbx_producer_close(p);
     tbx_config_free(cfg);
