@@ -248,9 +248,11 @@ static tbx_status publish_encoded(tbx_producer *p, const char *exchange, const c
         if (st)
             return st;
     }
-    /* Drain whatever confirms have already arrived, without blocking. */
-    while (pump(p, 0, NULL) == TBX_OK)
-        ;
+    /* Now and then drain the confirms that have arrived, without blocking: it
+     * also services heartbeats (rabbitmq-c only does that inside its calls). */
+    if ((p->next_seq & 63) == 0)
+        while (pump(p, 0, NULL) == TBX_OK)
+            ;
     if (p->b->broken)
         return tbx_seterr(err, TBX_EBROKER, "the broker connection was lost");
     size_t max = (size_t)tbx_config_int(p->cfg, "max_message_bytes");

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 #include <unistd.h>
 
 #include "toolbox/pyrepr.h"
@@ -229,11 +230,8 @@ size_t tbx_routing_key(const char *task_name, char *out, size_t cap)
 void tbx_uuid4(char out[TBX_TASK_ID_LEN + 1])
 {
     unsigned char r[16];
-    FILE *f = fopen("/dev/urandom", "rb");
-    size_t got = f ? fread(r, 1, sizeof r, f) : 0;
-    if (f)
-        fclose(f);
-    if (got != sizeof r) {
+    ssize_t got = getrandom(r, sizeof r, GRND_NONBLOCK);
+    if (got != (ssize_t)sizeof r) {
         /* Fallback: time and address entropy. Not cryptographic, still unique enough. */
         struct timespec ts;
         clock_gettime(CLOCK_REALTIME, &ts);

@@ -191,11 +191,16 @@ static int settle_settings(tbx_worker *w, tbx_error *err)
         if (!(w->queues[i] = strdup(nq ? tbx_config_list_at(c, "worker.queues", i) : w->service)))
             return tbx_seterr(err, TBX_ENOMEM, NULL);
     w->concurrency = (int)tbx_config_int(c, "worker.concurrency");
-    w->prefetch = (int)tbx_config_int(c, "worker.prefetch");
-    if (w->prefetch <= 0)
-        w->prefetch = 4 * w->concurrency;
-    /* Results are committed in batches before the ack: the window must hold a batch. */
+    /* Results are committed in batches before the ack: the default window holds two
+     * batches, so the broker keeps delivering while one batch commits. */
     w->result_batch = (size_t)tbx_config_int(c, "worker.result_batch");
+    w->prefetch = (int)tbx_config_int(c, "worker.prefetch");
+    if (w->prefetch <= 0) {
+        long long auto_prefetch = 2 * (long long)w->result_batch;
+        if (auto_prefetch < 4LL * w->concurrency)
+            auto_prefetch = 4LL * w->concurrency;
+        w->prefetch = (int)(auto_prefetch > 65535 ? 65535 : auto_prefetch);
+    }
     w->max_tasks = tbx_config_int(c, "worker.max_tasks");
     w->max_duration = tbx_config_double(c, "worker.max_duration");
     w->track_started = tbx_config_bool(c, "task_track_started");

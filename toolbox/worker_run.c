@@ -1099,6 +1099,10 @@ int tbx_worker_run(tbx_worker *w)
         tbx_log(TBX_LOG_ERROR, "out of memory");
         return 1;
     }
+    /* Fork the pool first: children stay small and inherit no connection. */
+    for (int i = 0; i < w->concurrency; i++)
+        if (spawn(w, &w->children[i]))
+            return 1;
     w->db_delay = 0.5;
     if (tbx_pg_connect(tbx_config_str(w->cfg, "result_backend"), w->hostname, &w->db, &err)) {
         tbx_log(TBX_LOG_ERROR, "%s", err.msg);
@@ -1110,11 +1114,6 @@ int tbx_worker_run(tbx_worker *w)
         PQfinish(w->db);
         return 1;
     }
-    for (int i = 0; i < w->concurrency; i++)
-        if (spawn(w, &w->children[i])) {
-            PQfinish(w->db);
-            return 1;
-        }
     char qs[256] = "";
     size_t off = 0;
     for (size_t i = 0; i < w->nqueues && off < sizeof qs - 2; i++)
@@ -1158,9 +1157,11 @@ int tbx_worker_run(tbx_worker *w)
         }
         enforce_limits(w, now);
         reap(w, now);
-        int busy = w->ready_head != NULL;
+        /* Commit when the batch is full, when its oldest row has waited FLUSH_AFTER, or
+         * when nothing else is in flight that could still join it. */
+        int in_flight = w->ready_head != NULL || running_count(w) > 0;
         size_t rows = tbx_batch_len(w->batch);
-        if (rows >= w->result_batch || (rows && (!busy || now - w->batch_since >= FLUSH_AFTER)) ||
+        if (rows >= w->result_batch || (rows && (!in_flight || now - w->batch_since >= FLUSH_AFTER)) ||
             (!rows && w->nacts))
             commit(w, now);
         if (w->stopping == 1 && running_count(w) == 0 && tbx_batch_len(w->batch) == 0 && w->nacts == 0)
@@ -1186,8 +1187,10 @@ int tbx_worker_run(tbx_worker *w)
                 pfds[nf++] = (struct pollfd){.fd = c->fd, .events = (short)(POLLIN | (c->out.len ? POLLOUT : 0))};
         }
         double timeout = 0.25;
-        if (tbx_batch_len(w->batch) || w->nacts)
-            timeout = w->db_retry_at > now ? fmin(timeout, w->db_retry_at - now) : 0;
+        if (tbx_batch_len(w->batch) || w->nacts) {
+            double due = fmax(w->batch_since + FLUSH_AFTER, w->db_retry_at);
+            timeout = fmin(timeout, fmax(0, due - now));
+        }
         if (w->ready_head && pick_child(w, now))
             timeout = 0;
         if (w->neta)
