@@ -133,7 +133,7 @@ START_TEST(test_defaults)
     ck_assert_double_eq(tbx_config_double(cfg, "worker.max_duration"), 0.0);
     ck_assert_str_eq(tbx_config_str(cfg, "worker.hostname"), "");
     ck_assert_uint_eq(tbx_config_list_len(cfg, "worker.queues"), 0);
-    ck_assert_int_eq(tbx_config_int(cfg, "worker.result_batch"), 64);
+    ck_assert_int_eq(tbx_config_int(cfg, "worker.result_batch"), 128);
     ck_assert_str_eq(tbx_config_str(cfg, "worker.alert_command"), "");
     ck_assert_int_eq(tbx_config_int(cfg, "monitor.batch_size"), 256);
     ck_assert_int_eq(tbx_config_int(cfg, "monitor.batch_ms"), 50);
