@@ -143,6 +143,54 @@ void tbx_put_exc_row(tbx_worker *w, const tbx_task_msg *m, const char *id, const
     json_decref(args);
 }
 
+/* The lowest delivery tag still held in memory (waiting, scheduled or running). */
+static uint64_t lowest_held_tag(const tbx_worker *w)
+{
+    uint64_t low = UINT64_MAX;
+    for (const job *j = w->ready_head; j; j = j->next)
+        if (j->gen == w->gen && j->tag < low)
+            low = j->tag;
+    for (size_t i = 0; i < w->neta; i++)
+        if (w->eta_heap[i]->gen == w->gen && w->eta_heap[i]->tag < low)
+            low = w->eta_heap[i]->tag;
+    for (int i = 0; w->children && i < w->concurrency; i++)
+        for (const job *j = w->children[i].head; j; j = j->next)
+            if (j->gen == w->gen && j->tag < low)
+                low = j->tag;
+    return low;
+}
+
+/* Send the actions the last commit released. Rejections go one by one; the acks
+ * become one multiple-ack when no delivery still held sits below the highest. */
+static void send_actions(tbx_worker *w)
+{
+    uint64_t top = 0;
+    size_t nacks = 0;
+    for (size_t i = 0; i < w->nacts; i++) {
+        const action *a = &w->acts[i];
+        if (a->kind != ACT_ACK || a->gen != w->gen) {
+            tbx_act_now(w, a->tag, a->gen, a->kind);
+        } else {
+            nacks++;
+            if (a->tag > top)
+                top = a->tag;
+        }
+    }
+    if (nacks > 1 && top < lowest_held_tag(w) && w->b && !w->b->broken && w->b->channel) {
+        int rc = amqp_basic_ack(w->b->conn, w->b->channel, top, 1);
+        if (rc != AMQP_STATUS_OK) {
+            tbx_error err = {0};
+            tbx_broker_status(w->b, rc, "acknowledging", &err);
+            tbx_log(TBX_LOG_ERROR, "%s", err.msg);
+        }
+    } else {
+        for (size_t i = 0; i < w->nacts; i++)
+            if (w->acts[i].kind == ACT_ACK && w->acts[i].gen == w->gen)
+                tbx_act_now(w, w->acts[i].tag, w->acts[i].gen, ACT_ACK);
+    }
+    w->nacts = 0;
+}
+
 static void commit(tbx_worker *w, double now)
 {
     if (tbx_batch_len(w->batch) > 0) {
@@ -165,9 +213,7 @@ static void commit(tbx_worker *w, double now)
         }
         w->db_delay = 0.5;
     }
-    for (size_t i = 0; i < w->nacts; i++)
-        tbx_act_now(w, w->acts[i].tag, w->acts[i].gen, w->acts[i].kind);
-    w->nacts = 0;
+    send_actions(w);
 }
 
 /* ---- broker connection --------------------------------------------------------- */
