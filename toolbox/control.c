@@ -7,16 +7,34 @@
  * Python reach a C worker as they reach a Python one. One more method,
  * `interrupt` {task_id, action: "retry"|"cancel", countdown}, carries the
  * interrupt levels of older job systems: a running task is stopped and either
- * put back with a delay (RETRY) or cancelled (REVOKED 'terminated').
+ * put back with a delay (RETRY) or cancelled (REVOKED 'terminated'). The
+ * inspect methods celery inspect and Flower use (active, reserved, scheduled,
+ * registered, stats, active_queues) answer in Celery's shapes.
  */
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "toolbox/log.h"
 #include "worker_internal.h"
 
 #define REVOKED_MAX 10000
+
+static double mono_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static double wall_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static const char PIDBOX_EXCHANGE[] = "celery.pidbox";
 static const char REPLY_EXCHANGE[] = "reply.celery.pidbox";
@@ -159,6 +177,78 @@ static void reply(tbx_worker *w, const json_t *msg, json_t *result)
     free(text);
 }
 
+/* Request.info() of Celery 5.2 for a job held by this worker. */
+static json_t *job_info(const tbx_worker *w, const job *j, pid_t pid)
+{
+    json_t *o = json_pack("{s:s, s:s, s:O, s:O, s:s, s:s, s:b, s:{s:s, s:s?, s:i, s:b}}", "id", j->msg->id,
+                          "name", j->msg->task, "args", j->msg->args, "kwargs", j->msg->kwargs, "type",
+                          j->msg->task, "hostname", w->hostname, "acknowledged", 0, "delivery_info",
+                          "exchange", tbx_config_str(w->cfg, "task_default_exchange"), "routing_key",
+                          j->msg->routing_key, "priority", j->msg->priority, "redelivered", j->redelivered);
+    if (o && pid > 0) {
+        json_object_set_new(o, "worker_pid", json_integer(pid));
+        json_object_set_new(o, "time_start", json_real(wall_now() - (mono_now() - j->started)));
+    }
+    return o;
+}
+
+/* celery inspect: active, reserved, scheduled, registered, stats, active_queues. */
+static json_t *inspect(tbx_worker *w, const char *method)
+{
+    if (!strcmp(method, "registered")) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < w->nhandlers; i++)
+            json_array_append_new(a, json_string(w->handlers[i].name));
+        return a;
+    }
+    if (!strcmp(method, "active") || !strcmp(method, "reserved")) {
+        int active = method[0] == 'a';
+        json_t *a = json_array();
+        for (int i = 0; i < w->concurrency; i++)
+            for (job *j = w->children[i].head; j; j = j->next)
+                if (active == (j == w->children[i].head))
+                    json_array_append_new(a, job_info(w, j, active ? w->children[i].pid : 0));
+        if (!active)
+            for (job *j = w->ready_head; j; j = j->next)
+                json_array_append_new(a, job_info(w, j, 0));
+        return a;
+    }
+    if (!strcmp(method, "scheduled")) {
+        json_t *a = json_array();
+        for (size_t i = 0; i < w->neta; i++) {
+            job *j = w->eta_heap[i];
+            json_array_append_new(a, json_pack("{s:s?, s:i, s:o}", "eta", j->msg->eta, "priority",
+                                               j->msg->priority, "request", job_info(w, j, 0)));
+        }
+        return a;
+    }
+    if (!strcmp(method, "stats")) {
+        json_t *total = json_object(), *procs = json_array();
+        for (size_t i = 0; i < w->nhandlers; i++)
+            if (w->handlers[i].done)
+                json_object_set_new(total, w->handlers[i].name, json_integer((json_int_t)w->handlers[i].done));
+        for (int i = 0; i < w->concurrency; i++)
+            if (w->children[i].pid > 0)
+                json_array_append_new(procs, json_integer(w->children[i].pid));
+        return json_pack("{s:o, s:i, s:s, s:i, s:{s:i, s:o, s:s}, s:i, s:{s:s}}", "total", total, "pid",
+                         (int)getpid(), "clock", "0", "uptime", (int)(mono_now() - w->started_mono), "pool",
+                         "max-concurrency", w->concurrency, "processes", procs, "implementation",
+                         "toolbox:prefork", "prefetch_count", w->prefetch, "broker", "transport", "amqp");
+    }
+    if (!strcmp(method, "active_queues")) {
+        json_t *a = json_array();
+        const char *ex = tbx_config_str(w->cfg, "task_default_exchange");
+        const char *type = tbx_config_str(w->cfg, "task_default_exchange_type");
+        for (size_t i = 0; i < w->nqueues; i++)
+            json_array_append_new(a, json_pack("{s:s, s:{s:s, s:s, s:b, s:b}, s:s, s:b, s:b, s:b, s:b}", "name",
+                                               w->queues[i], "exchange", "name", ex, "type", type, "durable", 1,
+                                               "auto_delete", 0, "routing_key", w->queues[i], "durable", 1,
+                                               "exclusive", 0, "auto_delete", 0, "no_ack", 0));
+        return a;
+    }
+    return NULL;
+}
+
 static int for_me(const tbx_worker *w, const json_t *msg)
 {
     const json_t *dest = json_object_get(msg, "destination");
@@ -211,7 +301,8 @@ void tbx_control_on_message(tbx_worker *w, const amqp_envelope_t *env)
         json_decref(done);
         json_decref(list);
     } else {
-        reply(w, msg, json_pack("{s:s}", "error", "unknown method"));
+        json_t *r = inspect(w, method);
+        reply(w, msg, r ? r : json_pack("{s:s}", "error", "unknown method"));
     }
     json_decref(msg);
 }

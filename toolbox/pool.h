@@ -30,6 +30,7 @@ typedef struct tbx_handler {
     void *userdata;
     tbx_task_opts opts;
     int running; /* main process only: tasks of this handler in children */
+    unsigned long long done; /* main process only: tasks finished */
 } tbx_handler;
 
 /* What the child runs: set before the pool forks. */

@@ -756,8 +756,9 @@ static job *child_pop(child *c)
     return j;
 }
 
-static void task_done(tbx_worker *w)
+static void task_done(tbx_worker *w, tbx_handler *h)
 {
+    h->done++;
     w->processed++;
     if (w->max_tasks > 0 && (long long)w->processed >= w->max_tasks && !w->stopping) {
         tbx_log(TBX_LOG_INFO, "reached --max-tasks %lld: stopping", w->max_tasks);
@@ -842,7 +843,7 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
     }
     }
     tbx_job_free(j);
-    task_done(w);
+    task_done(w, h);
 }
 
 static const char *signame(int sig)
@@ -927,7 +928,7 @@ static void child_gone(tbx_worker *w, child *c, int status, double now)
             fire_alert(w, head, why);
         }
         tbx_job_free(head);
-        task_done(w);
+        task_done(w, h);
     }
     /* Queued behind the lost task, never started: back to the front of the line. */
     job *rest = NULL, **tail = &rest;
