@@ -258,6 +258,22 @@ class PythonToCWorker(unittest.TestCase):
         self.assertEqual(app.control.ping(destination=[HOSTNAME], timeout=10, limit=1),
                          [{HOSTNAME: {"ok": "pong"}}])
 
+    def test_control_inspect(self):
+        insp = app.control.inspect(destination=[HOSTNAME], timeout=10)
+        self.assertIn("msg.add", insp.registered()[HOSTNAME])
+        r = send("msg.sleep", 2)
+        S.wait_for(lambda: r.state == "STARTED", 20, 0.05, "STARTED of msg.sleep(2)")
+        active = insp.active()[HOSTNAME]
+        self.assertIn(r.id, [a["id"] for a in active], active)
+        later = send("msg.add", 1, 1, countdown=3)
+        S.wait_for(lambda: later.id in [s["request"]["id"] for s in insp.scheduled()[HOSTNAME]], 10, 0.1,
+                   "the countdown task listed as scheduled")
+        stats = insp.stats()[HOSTNAME]
+        self.assertEqual(stats["pool"]["max-concurrency"], 2)
+        self.assertEqual([q["name"] for q in insp.active_queues()[HOSTNAME]], ["msg"])
+        self.assertEqual(r.get(timeout=30), 2)
+        self.assertEqual(later.get(timeout=30), 2)
+
     def test_control_revoke_waiting_task(self):
         r = send("msg.add", 1, 2, countdown=5)  # held by the worker when the revoke arrives
         replies = app.control.revoke(r.id, destination=[HOSTNAME], reply=True, timeout=10, limit=1)
