@@ -1,7 +1,8 @@
 /*
  * cmd_control.c - `toolbox ping`, `toolbox revoke`, `toolbox interrupt`: remote
  * control over Celery's pidbox, understood by C and Python workers alike
- * (interrupt is ours). Replies are collected for --timeout seconds.
+ * (interrupt is ours). Replies are collected for --timeout seconds, or until
+ * --limit workers have answered.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@ static double now_s(void)
 }
 
 /* Broadcast method(arguments) and print each worker's reply; returns the exit code. */
-static int broadcast(const char *method, json_t *arguments, double timeout)
+static int broadcast(const char *method, json_t *arguments, double timeout, long long limit)
 {
     tbx_config *cfg = cli_config();
     if (!cfg) {
@@ -98,6 +99,8 @@ static int broadcast(const char *method, json_t *arguments, double timeout)
         printf("%.*s\n", (int)env.message.body.len, (const char *)env.message.body.bytes);
         replies++;
         amqp_destroy_envelope(&env);
+        if (limit > 0 && replies >= limit)
+            break;
     }
     fflush(stdout);
     if (replies) {
@@ -116,6 +119,7 @@ int cmd_control(cli_args *a, const char *method)
 {
     const char *id = NULL, *v;
     double timeout = 1.0, countdown = 0;
+    long long limit = 0;
     int terminate = 0, retry = 0, cancel = 0, r;
     while (a->i < a->argc) {
         if ((r = cli_common(a)) != 0) {
@@ -126,6 +130,9 @@ int cmd_control(cli_args *a, const char *method)
                 return CLI_USAGE;
         } else if ((r = cli_opt(a, "--countdown", &v)) != 0) {
             if (r < 0 || cli_parse_double("--countdown", v, &countdown))
+                return CLI_USAGE;
+        } else if ((r = cli_opt(a, "--limit", &v)) != 0) {
+            if (r < 0 || cli_parse_int("--limit", v, 0, 1000000, &limit))
                 return CLI_USAGE;
         } else if (cli_flag(a, "--terminate")) {
             terminate = 1;
@@ -141,18 +148,18 @@ int cmd_control(cli_args *a, const char *method)
         }
     }
     if (!strcmp(method, "ping"))
-        return broadcast("ping", json_object(), timeout);
+        return broadcast("ping", json_object(), timeout, limit);
     if (!id) {
         fprintf(stderr, "toolbox: %s: missing TASK_ID\n", method);
         return CLI_USAGE;
     }
     if (!strcmp(method, "revoke"))
         return broadcast("revoke", json_pack("{s:s, s:b, s:s}", "task_id", id, "terminate", terminate, "signal",
-                                             "SIGKILL"), timeout);
+                                             "SIGKILL"), timeout, limit);
     if (retry == cancel) {
         fprintf(stderr, "toolbox: interrupt: give exactly one of --retry or --cancel\n");
         return CLI_USAGE;
     }
     return broadcast("interrupt", json_pack("{s:s, s:s, s:f}", "task_id", id, "action", retry ? "retry" : "cancel",
-                                            "countdown", countdown), timeout);
+                                            "countdown", countdown), timeout, limit);
 }
