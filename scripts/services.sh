@@ -1,13 +1,22 @@
 #!/usr/bin/env bash
 # services.sh - a RabbitMQ 3.10 and a PostgreSQL 15 of the project's own, for demos and tests.
 #
-# Usage: scripts/services.sh start|stop|restart|status|env|psql [ARGS...]|reset-db|help
+# Usage: scripts/services.sh start|stop|restart|status|env [--tls]|psql [ARGS...]|reset-db|tls|help
 #
 # Everything lives in one folder (default <repo>/.services, override TOOLBOX_SERVICES_DIR) and listens
 # on 127.0.0.1 only, on ports of its own, so nothing clashes with a system RabbitMQ or PostgreSQL.
 # `stop` stops only what `start` started: RabbitMQ through `rabbitmqctl -n NODE stop` (and its private
 # epmd through `epmd -kill` on its private port), PostgreSQL through `pg_ctl stop` on its data folder.
 # Runs as root (it starts PostgreSQL as the `postgres` system user through runuser).
+#
+# TLS (opt-in; the plain listeners always stay as they are): `tls` makes a test certificate authority, a
+# server certificate (localhost, 127.0.0.1) and a client certificate in <services>/tls/, adds a TLS listener
+# to RabbitMQ (amqps, port TOOLBOX_AMQPS_PORT) and turns on TLS in PostgreSQL (same port; hostssl lines).
+# PostgreSQL takes it with a reload; RabbitMQ gets the listener started inside the running node (a restart
+# only if that fails). `start` sets TLS up from the beginning when TOOLBOX_TLS=1, or when <services>/tls
+# already holds certificates (TOOLBOX_TLS=0 leaves it off). `env --tls` prints the amqps:// and
+# sslmode=verify-full settings. Client certificates are checked when presented and required only with
+# TOOLBOX_TLS_CLIENT_CERT=required.
 #
 # Environment (all optional):
 #   TOOLBOX_SERVICES_DIR        folder for data, logs, sockets, pid files   (<repo>/.services, or
@@ -25,6 +34,10 @@
 #   TOOLBOX_PG_WORKER_PASSWORD
 #   TOOLBOX_RABBIT_TIMEOUT      seconds to wait for RabbitMQ                (90)
 #   TOOLBOX_PG_TIMEOUT          seconds to wait for PostgreSQL              (60)
+#   TOOLBOX_TLS                 1: TLS listeners too; 0: none               (1 if <services>/tls has certs)
+#   TOOLBOX_AMQPS_PORT          AMQP over TLS port                          (AMQP port - 1)
+#   TOOLBOX_TLS_CLIENT_CERT     optional: verified when presented;          (optional)
+#                               required: TLS clients must present one
 
 set -euo pipefail
 
@@ -83,6 +96,15 @@ is_port "$EPMD_PORT" || die "epmd port out of range: '$EPMD_PORT' (set TOOLBOX_E
 is_uint "$RABBIT_TIMEOUT" || die "TOOLBOX_RABBIT_TIMEOUT is not a number of seconds: '$RABBIT_TIMEOUT'"
 is_uint "$PG_TIMEOUT" || die "TOOLBOX_PG_TIMEOUT is not a number of seconds: '$PG_TIMEOUT'"
 [[ $SERVICES_DIR == /* ]] || SERVICES_DIR=$PWD/$SERVICES_DIR
+AMQPS_PORT=${TOOLBOX_AMQPS_PORT:-$((AMQP_PORT - 1))}
+# The management plugin's HTTP API (read-only use: the conformance suite reads the bindings there).
+MGMT_PORT=${TOOLBOX_MGMT_PORT:-$((AMQP_PORT + 1))}
+is_port "$AMQPS_PORT" || die "TOOLBOX_AMQPS_PORT is not a port number: '$AMQPS_PORT'"
+[[ $AMQPS_PORT != "$AMQP_PORT" ]] || die "TOOLBOX_AMQPS_PORT must differ from TOOLBOX_AMQP_PORT ($AMQP_PORT)"
+TLS_CLIENT_CERT=${TOOLBOX_TLS_CLIENT_CERT:-optional}
+[[ $TLS_CLIENT_CERT == optional || $TLS_CLIENT_CERT == required ]] ||
+    die "TOOLBOX_TLS_CLIENT_CERT must be 'optional' or 'required', not '$TLS_CLIENT_CERT'"
+TLS_DIR=$SERVICES_DIR/tls
 
 RMQ_DIR=$SERVICES_DIR/rabbitmq
 RMQ_HOME=$RMQ_DIR/home
@@ -157,6 +179,94 @@ psql_lit() {
     s=${s//\\/\\\\}
     s=${s//\'/\'\'}
     printf "'%s'" "$s"
+}
+
+# ------------------------------------------------------------------------------------------------ TLS
+
+# Is TLS on for this folder? TOOLBOX_TLS=1/0 decides; unset, it is on once `tls` has made certificates.
+tls_on() {
+    case ${TOOLBOX_TLS:-} in
+    1 | yes | true | on) return 0 ;;
+    0 | no | false | off) return 1 ;;
+    '') [[ -s $TLS_DIR/server.crt ]] ;;
+    *) die "TOOLBOX_TLS must be 1 or 0, not '$TOOLBOX_TLS'" ;;
+    esac
+}
+
+# Good: the certificate and its key exist and match, it is valid for one more day at least, and (given a CA)
+# it chains to that CA.
+tls_cert_ok() { # cert key [ca]
+    [[ -s $1 && -s $2 ]] || return 1
+    openssl x509 -in "$1" -noout -checkend 86400 >/dev/null 2>&1 || return 1
+    [[ $(openssl x509 -in "$1" -noout -pubkey 2>/dev/null) == "$(openssl pkey -in "$2" -pubout 2>/dev/null)" ]] ||
+        return 1
+    [[ -z ${3:-} ]] || openssl verify -CAfile "$3" "$1" >/dev/null 2>&1
+}
+
+TLS_CHANGED=0
+
+# Issue NAME.crt/NAME.key from our CA unless a good pair is there already. ext: openssl x509 extensions.
+tls_leaf() { # name subject extensions
+    local n=$1 d=$TLS_DIR
+    tls_cert_ok "$d/$n.crt" "$d/$n.key" "$d/ca.crt" && return 0
+    say "tls: issuing the $n certificate ($2)"
+    printf '%s\n' "$3" >"$d/$n.ext"
+    if ! (
+        umask 077
+        openssl req -new -newkey rsa:2048 -nodes -subj "$2" -keyout "$d/$n.key.tmp" -out "$d/$n.csr" &&
+            openssl x509 -req -in "$d/$n.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -sha256 -days 825 \
+                -set_serial "0x1$(openssl rand -hex 15)" -extfile "$d/$n.ext" -out "$d/$n.crt.tmp"
+    ) >"$d/openssl.log" 2>&1; then
+        log_tail "$d/openssl.log" 20
+        die "tls: openssl failed making the $n certificate"
+    fi
+    chmod 600 "$d/$n.key.tmp"
+    chmod 644 "$d/$n.crt.tmp"
+    mv -f "$d/$n.key.tmp" "$d/$n.key"
+    mv -f "$d/$n.crt.tmp" "$d/$n.crt"
+    rm -f "$d/$n.csr" "$d/$n.ext"
+    TLS_CHANGED=1
+}
+
+# A test CA, a server certificate for localhost/127.0.0.1 and a client certificate, each made only when
+# missing, expiring, not matching its key or (leaves) not issued by the current CA. Keys are 0600.
+tls_make_certs() {
+    command -v openssl >/dev/null 2>&1 || die "tls: the openssl command is missing (apt-get install openssl)"
+    [[ $TLS_DIR =~ ^[A-Za-z0-9_./+-]+$ ]] ||
+        die "tls: $TLS_DIR holds characters the broker's configuration cannot take; use a plainer TOOLBOX_SERVICES_DIR"
+    mkdir -p "$TLS_DIR"
+    chmod 755 "$TLS_DIR"
+    local d=$TLS_DIR
+    if ! tls_cert_ok "$d/ca.crt" "$d/ca.key"; then
+        say "tls: making a test certificate authority in $d"
+        if ! (
+            umask 077
+            openssl req -x509 -new -newkey rsa:2048 -nodes -sha256 -days 3650 \
+                -subj "/O=toolbox/CN=toolbox test CA" -keyout "$d/ca.key.tmp" -out "$d/ca.crt.tmp" \
+                -addext "basicConstraints=critical,CA:TRUE" -addext "keyUsage=critical,keyCertSign,cRLSign"
+        ) >"$d/openssl.log" 2>&1; then
+            log_tail "$d/openssl.log" 20
+            die "tls: openssl failed making the CA"
+        fi
+        chmod 600 "$d/ca.key.tmp"
+        chmod 644 "$d/ca.crt.tmp"
+        mv -f "$d/ca.key.tmp" "$d/ca.key"
+        mv -f "$d/ca.crt.tmp" "$d/ca.crt"
+        TLS_CHANGED=1
+    fi
+    # DNS:127.0.0.1 as well as IP:127.0.0.1: some clients (rabbitmq-c's own hostname check) read DNS names only.
+    tls_leaf server "/O=toolbox/CN=localhost" "basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = serverAuth
+subjectAltName = DNS:localhost, IP:127.0.0.1, DNS:127.0.0.1
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid"
+    tls_leaf client "/O=toolbox/CN=toolbox-client" "basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature, keyEncipherment
+extendedKeyUsage = clientAuth
+subjectKeyIdentifier = hash
+authorityKeyIdentifier = keyid"
+    rm -f "$d/openssl.log"
 }
 
 # ------------------------------------------------------------------------------------------- packages
@@ -248,14 +358,34 @@ log.file = $RMQ_LOG
 log.file.level = info
 log.console = false
 EOF
-    printf '[].\n' >"$RMQ_PLUGINS"
+    if tls_on; then
+        cat >>"$RMQ_CONF" <<EOF
+# TLS (scripts/services.sh tls): client certificates are verified when presented$(
+            [[ $TLS_CLIENT_CERT == required ]] && printf ' and required')
+listeners.ssl.default = 127.0.0.1:$AMQPS_PORT
+ssl_options.cacertfile = $TLS_DIR/ca.crt
+ssl_options.certfile = $TLS_DIR/server.crt
+ssl_options.keyfile = $TLS_DIR/server.key
+ssl_options.verify = verify_peer
+ssl_options.fail_if_no_peer_cert = $([[ $TLS_CLIENT_CERT == required ]] && echo true || echo false)
+ssl_options.versions.1 = tlsv1.3
+ssl_options.versions.2 = tlsv1.2
+EOF
+    fi
+    printf '[rabbitmq_management].\n' >"$RMQ_PLUGINS"
+    cat >>"$RMQ_CONF" <<EOF
+management.tcp.ip = 127.0.0.1
+management.tcp.port = $MGMT_PORT
+EOF
     # Keep /etc/rabbitmq/rabbitmq-env.conf out of our node's environment.
     printf '# Intentionally empty: scripts/services.sh sets the environment.\n' >"$RMQ_DIR/rabbitmq-env.conf"
 }
 
 rabbit_check_ports() {
     local p
-    for p in "$AMQP_PORT" "$DIST_PORT" "$CTL_DIST_MIN"; do
+    local ports=("$AMQP_PORT" "$DIST_PORT" "$CTL_DIST_MIN" "$MGMT_PORT")
+    tls_on && ports+=("$AMQPS_PORT")
+    for p in "${ports[@]}"; do
         if port_listening "$p"; then
             die "rabbitmq: port $p is already in use by $(port_owner "$p" || echo 'another process')" \
                 "- not our node (no live pid in $RMQ_PIDFILE); stop it or pick other ports (TOOLBOX_AMQP_PORT)"
@@ -268,6 +398,10 @@ rabbit_start() {
     pid=$(rabbit_pid)
     if [[ -n $pid ]] && port_listening "$AMQP_PORT"; then
         say "rabbitmq: already running (pid $pid, node $RABBIT_NODE, amqp 127.0.0.1:$AMQP_PORT)"
+        if tls_on; then
+            rabbit_write_config # for the next start
+            rabbit_tls_apply
+        fi
         return 0
     fi
     local deadline=$((SECONDS + RABBIT_TIMEOUT))
@@ -303,7 +437,59 @@ rabbit_start() {
         ((SECONDS < deadline)) || rabbit_fail "the broker is up but not listening on $AMQP_PORT"
         sleep 1
     done
-    say "rabbitmq: running (pid $(rabbit_pid), log $RMQ_LOG)"
+    if tls_on; then
+        # The node starts its TLS listeners right after the plain ones; one found running (started without
+        # TLS) gets the listener added at run time.
+        local i
+        for ((i = 0; i < 10; i++)); do
+            port_listening "$AMQPS_PORT" && break
+            sleep 0.5
+        done
+        port_listening "$AMQPS_PORT" || rabbit_tls_apply
+    fi
+    say "rabbitmq: running (pid $(rabbit_pid), log $RMQ_LOG$(tls_on && printf ', amqps 127.0.0.1:%s' "$AMQPS_PORT"))"
+}
+
+RABBIT_TLS_RESTARTED=0
+
+# The TLS options of rabbit_write_config as an Erlang term.
+rabbit_tls_erl_opts() {
+    printf '[{cacertfile,"%s"},{certfile,"%s"},{keyfile,"%s"},{verify,verify_peer},{fail_if_no_peer_cert,%s},' \
+        "$TLS_DIR/ca.crt" "$TLS_DIR/server.crt" "$TLS_DIR/server.key" \
+        "$([[ $TLS_CLIENT_CERT == required ]] && echo true || echo false)"
+    printf "{versions,['tlsv1.3','tlsv1.2']}]"
+}
+
+# Make a running node listen for TLS without a restart: set the options the configuration file would have
+# set and start the listener the way the node does at boot. When the listener is up already, only make it
+# read changed certificates (clear the PEM cache). A restart is the last resort.
+rabbit_tls_apply() {
+    if port_listening "$AMQPS_PORT"; then
+        if ((TLS_CHANGED)); then
+            say "rabbitmq: certificates changed; clearing the node's PEM cache"
+            rmqctl -q eval 'ssl:clear_pem_cache().' >/dev/null 2>&1 || warn "rabbitmq: clearing the PEM cache failed"
+        fi
+        return 0
+    fi
+    local listener="{\"127.0.0.1\",$AMQPS_PORT}" out
+    say "rabbitmq: starting a TLS listener on 127.0.0.1:$AMQPS_PORT in the running node (no restart)"
+    out=$(rmqctl -q eval "ok = application:set_env(rabbit, ssl_options, $(rabbit_tls_erl_opts)),
+        ok = application:set_env(rabbit, ssl_listeners, [$listener]),
+        ok = rabbit_networking:start_ssl_listener($listener, rabbit_networking:ensure_ssl(), 10)." 2>&1) || true
+    local deadline=$((SECONDS + 15))
+    until port_listening "$AMQPS_PORT"; do
+        if ((SECONDS >= deadline)); then
+            ((!RABBIT_TLS_RESTARTED)) ||
+                rabbit_fail "the broker is up but not listening for TLS on $AMQPS_PORT (${out//$'\n'/ })"
+            warn "rabbitmq: the node did not start the TLS listener (${out//$'\n'/ }); restarting it"
+            RABBIT_TLS_RESTARTED=1
+            rabbit_stop
+            rabbit_write_config
+            rabbit_start
+            return 0
+        fi
+        sleep 0.5
+    done
 }
 
 # Report a failed start with the logs, then stop whatever is left of the node so the next start
@@ -367,6 +553,15 @@ rabbit_status() {
     fi
     printf '%-9s %-8s port %-5s pid %-8s data %s  (node %s, log %s)\n' \
         rabbitmq "$state" "$AMQP_PORT" "${pid:--}" "$RMQ_MNESIA" "$RABBIT_NODE" "$RMQ_LOG"
+    if tls_on; then
+        local tstate=stopped
+        if [[ $state == running ]]; then
+            if port_listening "$AMQPS_PORT"; then tstate=running; else tstate=missing; fi
+        fi
+        printf '%-9s %-8s port %-5s certificates %s  (client certificates %s)\n' \
+            amqps "$tstate" "$AMQPS_PORT" "$TLS_DIR" "$TLS_CLIENT_CERT"
+        [[ $state != running || $tstate == running ]] || return 1
+    fi
     [[ $state == running ]]
 }
 
@@ -405,12 +600,31 @@ port = $PG_PORT
 unix_socket_directories = '$PG_SOCKDIR'
 password_encryption = 'scram-sha-256'
 EOF
-    cat >"$PG_DATA/pg_hba.conf" <<'EOF'
+    local hostssl=''
+    if tls_on; then
+        # The server's own copies, owned by the postgres user (it refuses a key others can read).
+        local f
+        for f in ca.crt server.crt server.key; do
+            install -o "$PG_SYSUSER" -g "$(id -gn "$PG_SYSUSER")" -m 600 "$TLS_DIR/$f" "$PG_DATA/toolbox-$f"
+        done
+        cat >>"$PG_DATA/toolbox.conf" <<EOF
+# TLS (scripts/services.sh tls); plain connections keep working.
+ssl = on
+ssl_cert_file = 'toolbox-server.crt'
+ssl_key_file = 'toolbox-server.key'
+ssl_ca_file = 'toolbox-ca.crt'
+ssl_min_protocol_version = 'TLSv1.2'
+EOF
+        hostssl="hostssl all       all       127.0.0.1/32   scram-sha-256"
+        [[ $TLS_CLIENT_CERT == required ]] && hostssl+=" clientcert=verify-ca"
+    fi
+    cat >"$PG_DATA/pg_hba.conf" <<EOF
 # Written by scripts/services.sh on every start; edit the script, not this file.
 # TYPE  DATABASE  USER      ADDRESS        METHOD
 local   all       postgres                 trust
 local   all       all                      scram-sha-256
-host    all       all       127.0.0.1/32   scram-sha-256
+${hostssl:+$hostssl
+}host    all       all       127.0.0.1/32   scram-sha-256
 EOF
     chown "$PG_SYSUSER:" "$PG_DATA/toolbox.conf" "$PG_DATA/pg_hba.conf"
     chmod 600 "$PG_DATA/toolbox.conf" "$PG_DATA/pg_hba.conf"
@@ -452,6 +666,9 @@ pg_start() {
     if [[ -n $pid ]]; then
         say "postgres: already running (pid $pid, 127.0.0.1:$PG_PORT)"
         pg_bootstrap
+        if tls_on && ! pg_tls_works; then
+            pg_tls_apply
+        fi
         return 0
     fi
     local sock=$PG_SOCKDIR/.s.PGSQL.$PG_PORT
@@ -472,6 +689,37 @@ pg_start() {
     fi
     say "postgres: running (pid $(pg_pid), log $PG_LOG)"
     pg_bootstrap
+    if tls_on && ! pg_tls_works; then
+        pg_fail_tls
+    fi
+}
+
+# Does a verify-full TLS connection to the server work (as the owner role, with the client certificate)?
+pg_tls_works() {
+    local conn="host=127.0.0.1 port=$PG_PORT dbname=$PG_DB user=$PG_OWNER connect_timeout=10 sslmode=verify-full"
+    conn+=" sslrootcert=$TLS_DIR/ca.crt sslcert=$TLS_DIR/client.crt sslkey=$TLS_DIR/client.key"
+    [[ $(PGPASSWORD=$PG_OWNER_PASSWORD psql -X -A -t -q -c 'SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()' \
+        "$conn" 2>"$PG_DIR/tls-check.log" 9>&-) == t ]]
+}
+
+pg_fail_tls() {
+    printf '%s: error: postgres: TLS connections to 127.0.0.1:%s do not work\n' "$PROG" "$PG_PORT" >&2
+    log_tail "$PG_DIR/tls-check.log" 5
+    log_tail "$PG_LOG" 20
+    exit 1
+}
+
+# TLS settings take effect with a reload: no connection is dropped. New certificates too.
+pg_tls_apply() {
+    pg_write_config
+    say "postgres: turning TLS on (reload, no restart)"
+    as_pg "$PG_BINDIR/pg_ctl" -D "$PG_DATA" reload >/dev/null || die "postgres: pg_ctl reload failed; see $PG_LOG"
+    local i
+    for ((i = 0; i < 20; i++)); do
+        pg_tls_works && return 0
+        sleep 0.5
+    done
+    pg_fail_tls
 }
 
 # psql as the superuser over our unix socket.
@@ -550,6 +798,7 @@ cmd_start() {
     need_root start
     ensure_packages
     take_lock
+    if tls_on; then tls_make_certs; fi
     # Check everything that can be checked before starting anything.
     [[ -n $(rabbit_pid) ]] || rabbit_check_ports
     pg_check_traversable
@@ -575,23 +824,59 @@ cmd_status() {
     return "$rc"
 }
 
+# Percent-encode a URL query value; '/' may stay as is there.
+urlenc_query() { local v; v=$(urlenc "$1"); printf '%s' "${v//%2F//}"; }
+
+# After the plain export lines: the same place over TLS (amqps://, sslmode=verify-full, our CA and client
+# certificate). vhost is the URL path ("/" for the default vhost), db the database.
+print_tls_env() { # vhost db
+    tls_on && [[ -s $TLS_DIR/ca.crt ]] || die "TLS is not set up in $SERVICES_DIR; run '$PROG tls' first"
+    q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
+    local d=$TLS_DIR ssl
+    ssl="sslmode=verify-full&sslrootcert=$(urlenc_query "$d/ca.crt")&sslcert=$(urlenc_query "$d/client.crt")"
+    ssl+="&sslkey=$(urlenc_query "$d/client.key")"
+    printf 'export TOOLBOX_BROKER_URL=%s\n' "$(q "amqps://guest:guest@127.0.0.1:$AMQPS_PORT/$1")"
+    printf 'export TOOLBOX_BROKER_SSL_CA_FILE=%s\n' "$(q "$d/ca.crt")"
+    printf 'export TOOLBOX_BROKER_SSL_CERT_FILE=%s\n' "$(q "$d/client.crt")"
+    printf 'export TOOLBOX_BROKER_SSL_KEY_FILE=%s\n' "$(q "$d/client.key")"
+    printf 'export TOOLBOX_RESULT_BACKEND=%s\n' \
+        "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$2")?$ssl")"
+    printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
+        "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$2")?$ssl")"
+    printf 'export TOOLBOX_AMQPS_PORT=%s\n' "$AMQPS_PORT"
+}
+
 cmd_env() {
+    local tls=0
+    case ${1:-} in
+    '') ;;
+    --tls) tls=1 ;;
+    *) die "env: unknown option '$1' (only --tls)" ;;
+    esac
     q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
     printf 'export TOOLBOX_BROKER_URL=%s\n' "$(q "amqp://guest:guest@127.0.0.1:$AMQP_PORT//")"
     printf 'export TOOLBOX_RESULT_BACKEND=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$PG_DB")")"
     printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$PG_DB")")"
+    printf 'export TOOLBOX_BROKER_MANAGEMENT_URL=%s\n' "$(q "http://guest:guest@127.0.0.1:$MGMT_PORT")"
     printf 'export TOOLBOX_SERVICES_DIR=%s\n' "$(q "$SERVICES_DIR")"
     printf 'export TOOLBOX_AMQP_PORT=%s\n' "$AMQP_PORT"
     printf 'export TOOLBOX_PG_PORT=%s\n' "$PG_PORT"
+    if ((tls)); then print_tls_env / "$PG_DB"; fi
 }
 
 # An isolated world for one test suite: RabbitMQ vhost NAME (guest may use it) and database NAME
 # (same roles and grants as the main one). Prints export lines like `env`, pointing into it.
 cmd_sandbox() {
-    local name=${1:-}
+    local name=${1:-} tls=0
+    case ${2:-} in
+    '') ;;
+    --tls) tls=1 ;;
+    *) die "sandbox: unknown option '$2' (only --tls)" ;;
+    esac
     [[ $name =~ ^[a-z][a-z0-9_]{0,40}$ ]] || die "sandbox: NAME must match [a-z][a-z0-9_]* (got '$name')"
+    ((!tls)) || { tls_on && [[ -s $TLS_DIR/ca.crt ]]; } || die "TLS is not set up in $SERVICES_DIR; run '$PROG tls' first"
     need_root sandbox
     take_lock
     rmq_env
@@ -606,6 +891,32 @@ cmd_sandbox() {
         "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
     printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
+    if ((tls)); then print_tls_env "$name" "$name"; fi
+}
+
+# Turn TLS on for this folder's services: certificates (made or renewed only when needed), then the
+# listeners. Running services take it without a restart (PostgreSQL: reload; RabbitMQ: the listener is
+# started inside the node); stopped ones get it at their next start.
+cmd_tls() {
+    need_root tls
+    take_lock
+    TOOLBOX_TLS=1
+    tls_make_certs
+    ((TLS_CHANGED)) || say "tls: certificates in $TLS_DIR are in place and valid"
+    if [[ -n $(rabbit_pid) ]] && port_listening "$AMQP_PORT"; then
+        rabbit_write_config # for the next start
+        rabbit_tls_apply
+        say "rabbitmq: amqps on 127.0.0.1:$AMQPS_PORT (client certificates $TLS_CLIENT_CERT)"
+    else
+        say "rabbitmq: not running; it will listen for TLS on 127.0.0.1:$AMQPS_PORT from its next start"
+    fi
+    if [[ -n $(pg_pid) ]]; then
+        if ((TLS_CHANGED)) || ! pg_tls_works; then pg_tls_apply; fi
+        say "postgres: TLS on 127.0.0.1:$PG_PORT (sslmode=verify-full with sslrootcert=$TLS_DIR/ca.crt)"
+    else
+        say "postgres: not running; TLS is on from its next start"
+    fi
+    say "tls: eval \"\$($PROG env --tls)\" points the toolbox at them"
 }
 
 cmd_psql() {
@@ -630,13 +941,16 @@ Commands:
   stop         stop what start started
   restart      stop, then start
   status       print each service's state, port, pid and data folder; exit 0 only if both are up
-  env          print export lines for eval: eval "\$($PROG env)"
+  env [--tls]  print export lines for eval: eval "\$($PROG env)"; --tls: amqps:// and sslmode=verify-full
   psql [ARGS]  open psql on database $PG_DB as its owner $PG_OWNER (extra ARGS go to psql)
   reset-db     drop and recreate database $PG_DB (roles and grants included, no tables)
   rabbitmqctl ARGS   run rabbitmqctl against our node (e.g. list_connections, close_connection)
-  sandbox NAME create vhost NAME and database NAME (idempotent) and print export lines for them
+  sandbox NAME [--tls]  create vhost NAME and database NAME (idempotent) and print export lines for them
+  tls          make a test CA + server/client certificates in $TLS_DIR (when missing or expiring) and
+               turn on TLS: RabbitMQ amqps on $AMQPS_PORT, PostgreSQL ssl on $PG_PORT (running services
+               take it without a restart; plain listeners stay). start does it too when TOOLBOX_TLS=1
 
-Ports: AMQP $AMQP_PORT (TOOLBOX_AMQP_PORT), PostgreSQL $PG_PORT (TOOLBOX_PG_PORT),
+Ports: AMQP $AMQP_PORT (TOOLBOX_AMQP_PORT), AMQPS $AMQPS_PORT (TOOLBOX_AMQPS_PORT), PostgreSQL $PG_PORT (TOOLBOX_PG_PORT),
        Erlang distribution $DIST_PORT, rabbitmqctl $CTL_DIST_MIN-$CTL_DIST_MAX, epmd $EPMD_PORT.
 See the header of $0 for every setting.
 EOF
@@ -650,11 +964,14 @@ main() {
     stop) cmd_stop ;;
     restart) cmd_stop && cmd_start ;;
     status) cmd_status ;;
-    env) cmd_env ;;
+    env) cmd_env "$@" ;;
     psql) cmd_psql "$@" ;;
     reset-db) cmd_reset_db ;;
     sandbox) cmd_sandbox "$@" ;;
+    tls) cmd_tls ;;
     rabbitmqctl) need_root rabbitmqctl; rmqctl "$@" ;;
+    rabbitmq-plugins) need_root rabbitmq-plugins
+        timeout --kill-after=5 120 env "${RMQ_ENV[@]}" "$RABBIT_BINDIR/rabbitmq-plugins" -n "$RABBIT_NODE" "$@" ;;
     help | -h | --help) usage ;;
     *)
         usage >&2

@@ -57,10 +57,10 @@ static void h_sleep(tbx_task *t, const json_t *args, const json_t *kwargs, void 
 
 static char n_add[] = "t.add", n_fail[] = "t.fail", n_retry[] = "t.retry", n_crash[] = "t.crash",
             n_sleep[] = "t.sleep";
+#define HANDLER(n, f) {.name = n, .fn = f, .opts = TBX_TASK_OPTS_INIT}
 static tbx_handler handlers[] = {
-    {n_add, h_add, NULL, TBX_TASK_OPTS_INIT, 0},     {n_fail, h_fail, NULL, TBX_TASK_OPTS_INIT, 0},
-    {n_retry, h_retry, NULL, TBX_TASK_OPTS_INIT, 0}, {n_crash, h_crash, NULL, TBX_TASK_OPTS_INIT, 0},
-    {n_sleep, h_sleep, NULL, TBX_TASK_OPTS_INIT, 0},
+    HANDLER(n_add, h_add),     HANDLER(n_fail, h_fail), HANDLER(n_retry, h_retry),
+    HANDLER(n_crash, h_crash), HANDLER(n_sleep, h_sleep),
 };
 static const tbx_pool_env env = {handlers, 5, NULL, "test@host"};
 
