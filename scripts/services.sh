@@ -891,6 +891,7 @@ cmd_sandbox() {
         "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
     printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
+    printf 'export TOOLBOX_BROKER_MANAGEMENT_URL=%s\n' "$(q "http://guest:guest@127.0.0.1:$MGMT_PORT")"
     if ((tls)); then print_tls_env "$name" "$name"; fi
 }
 
