@@ -78,9 +78,7 @@ int cmd_inspect(cli_args *a)
         return CLI_USAGE;
     tbx_error err = {0};
     tbx_broker *b;
-    tbx_status st = tbx_broker_open(&b, tbx_config_str(cfg, "broker_url"), 0,
-                                    tbx_config_double(cfg, "broker_connect_timeout"),
-                                    "toolbox inspect", &err);
+    tbx_status st = tbx_broker_open_cfg(&b, cfg, "toolbox inspect", &err);
     if (st) {
         int rc = cli_fail(st, &err);
         tbx_config_free(cfg);

@@ -32,8 +32,7 @@ static int broadcast(const char *method, json_t *arguments, double timeout, long
     tbx_error err = {0};
     tbx_broker *b = NULL;
     int rc = CLI_FAIL;
-    tbx_status st = tbx_broker_open(&b, tbx_config_str(cfg, "broker_url"), 0,
-                                    tbx_config_double(cfg, "broker_connect_timeout"), "toolbox control", &err);
+    tbx_status st = tbx_broker_open_cfg(&b, cfg, "toolbox control", &err);
     if (st) {
         rc = cli_fail(st, &err);
         goto out;

@@ -26,9 +26,11 @@ static const char USAGE[] =
     "            [--is-result] [--ignore-result] [--count N] [--wait [--timeout S]]\n"
     "  result TASK_ID [--wait] [--timeout S]      print the stored state and result as JSON\n"
     "  inspect                                    queues, depths and consumers\n"
-    "  ping [--timeout S]                         which workers answer remote control\n"
+    "  ping [--timeout S] [--limit N]             which workers answer remote control\n"
     "  revoke TASK_ID [--terminate]               discard a task; --terminate stops it if running\n"
     "  interrupt TASK_ID (--retry [--countdown S] | --cancel)   stop a task: put it back later, or cancel it\n"
+    "                                             (remote control waits --timeout S for --limit N replies)\n"
+    "  tasks [--root ID | --parked] [--json]      tasks the platform monitor recorded\n"
     "  config show                                the effective configuration, secrets masked\n"
     "\n"
     "The configuration file is --config FILE, or config/NAME.yaml for --env NAME or\n"
@@ -168,6 +170,7 @@ int main(int argc, char **argv)
     static const struct { const char *name; int (*fn)(cli_args *); } cmds[] = {
         {"setup", cmd_setup}, {"send", cmd_send}, {"result", cmd_result},
         {"inspect", cmd_inspect}, {"config", cmd_config},
+        {"tasks", cmd_tasks},
     };
     if (!strcmp(cmd, "ping") || !strcmp(cmd, "revoke") || !strcmp(cmd, "interrupt"))
         return cmd_control(&a, cmd);

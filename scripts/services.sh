@@ -32,6 +32,7 @@
 #   TOOLBOX_PG_OWNER_PASSWORD
 #   TOOLBOX_PG_WORKER           worker role / its password                  (worker / cadasta)
 #   TOOLBOX_PG_WORKER_PASSWORD
+#   TOOLBOX_PG_MONITOR, TOOLBOX_PG_MONITOR_PASSWORD  the platform monitor's role (monitor/monitor)
 #   TOOLBOX_RABBIT_TIMEOUT      seconds to wait for RabbitMQ                (90)
 #   TOOLBOX_PG_TIMEOUT          seconds to wait for PostgreSQL              (60)
 #   TOOLBOX_TLS                 1: TLS listeners too; 0: none               (1 if <services>/tls has certs)
@@ -70,6 +71,8 @@ PG_OWNER=${TOOLBOX_PG_OWNER:-toolbox}
 PG_OWNER_PASSWORD=${TOOLBOX_PG_OWNER_PASSWORD:-toolbox}
 PG_WORKER=${TOOLBOX_PG_WORKER:-worker}
 PG_WORKER_PASSWORD=${TOOLBOX_PG_WORKER_PASSWORD:-cadasta}
+PG_MONITOR=${TOOLBOX_PG_MONITOR:-monitor}
+PG_MONITOR_PASSWORD=${TOOLBOX_PG_MONITOR_PASSWORD:-monitor}
 PG_BINDIR=${TOOLBOX_PG_BINDIR:-/usr/lib/postgresql/15/bin}
 PG_SYSUSER=postgres
 RABBIT_BINDIR=/usr/lib/rabbitmq/bin
@@ -712,7 +715,7 @@ pg_fail_tls() {
 # TLS settings take effect with a reload: no connection is dropped. New certificates too.
 pg_tls_apply() {
     pg_write_config
-    say "postgres: turning TLS on (reload, no restart)"
+    say "postgres: applying the TLS settings (reload, no restart)"
     as_pg "$PG_BINDIR/pg_ctl" -D "$PG_DATA" reload >/dev/null || die "postgres: pg_ctl reload failed; see $PG_LOG"
     local i
     for ((i = 0; i < 20; i++)); do
@@ -735,6 +738,8 @@ pg_bootstrap() {
         printf '\\set owner_pw %s\n' "$(psql_lit "$PG_OWNER_PASSWORD")"
         printf '\\set worker %s\n' "$(psql_lit "$PG_WORKER")"
         printf '\\set worker_pw %s\n' "$(psql_lit "$PG_WORKER_PASSWORD")"
+        printf '\\set monitor %s\n' "$(psql_lit "$PG_MONITOR")"
+        printf '\\set monitor_pw %s\n' "$(psql_lit "$PG_MONITOR_PASSWORD")"
         cat <<'EOF'
 SELECT format('CREATE ROLE %I', :'owner')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'owner') \gexec
@@ -743,17 +748,21 @@ SELECT format('CREATE ROLE %I', :'worker')
  WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'worker') \gexec
 SELECT format('ALTER ROLE %I LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L',
               :'worker', :'worker_pw') \gexec
+SELECT format('CREATE ROLE %I', :'monitor')
+ WHERE NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = :'monitor') \gexec
+SELECT format('ALTER ROLE %I LOGIN NOINHERIT NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD %L',
+              :'monitor', :'monitor_pw') \gexec
 SELECT format('CREATE DATABASE %I OWNER %I ENCODING %L TEMPLATE template0', :'db', :'owner', 'UTF8')
  WHERE NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = :'db') \gexec
 SELECT format('ALTER DATABASE %I OWNER TO %I', :'db', :'owner') \gexec
 SELECT format('REVOKE ALL ON DATABASE %I FROM PUBLIC', :'db') \gexec
-SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I', :'db', :'worker', :'owner') \gexec
+SELECT format('GRANT CONNECT ON DATABASE %I TO %I, %I, %I', :'db', :'worker', :'monitor', :'owner') \gexec
 -- Our roles reach their own database only (the superuser is unaffected).
 SELECT format('REVOKE CONNECT ON DATABASE %I FROM PUBLIC', datname)
   FROM pg_database WHERE datname IN ('postgres', 'template1') AND datname <> :'db' \gexec
 \connect :"db"
 REVOKE CREATE ON SCHEMA public FROM PUBLIC;
-SELECT format('GRANT USAGE ON SCHEMA public TO %I', :'worker') \gexec
+SELECT format('GRANT USAGE ON SCHEMA public TO %I, %I', :'worker', :'monitor') \gexec
 EOF
     } | pg_super -f - >/dev/null || die "postgres: creating roles and database '$PG_DB' failed"
 }
@@ -830,7 +839,7 @@ urlenc_query() { local v; v=$(urlenc "$1"); printf '%s' "${v//%2F//}"; }
 # After the plain export lines: the same place over TLS (amqps://, sslmode=verify-full, our CA and client
 # certificate). vhost is the URL path ("/" for the default vhost), db the database.
 print_tls_env() { # vhost db
-    tls_on && [[ -s $TLS_DIR/ca.crt ]] || die "TLS is not set up in $SERVICES_DIR; run '$PROG tls' first"
+    if ! tls_on || [[ ! -s $TLS_DIR/ca.crt ]]; then die "TLS is not set up in $SERVICES_DIR; run '$PROG tls' first"; fi
     q() { printf "'%s'" "${1//\'/\'\\\'\'}"; }
     local d=$TLS_DIR ssl
     ssl="sslmode=verify-full&sslrootcert=$(urlenc_query "$d/ca.crt")&sslcert=$(urlenc_query "$d/client.crt")"
@@ -843,6 +852,8 @@ print_tls_env() { # vhost db
         "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$2")?$ssl")"
     printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$2")?$ssl")"
+    printf 'export TOOLBOX_MONITOR_DATABASE_URL=%s\n' \
+        "$(q "postgresql://$(urlenc "$PG_MONITOR"):$(urlenc "$PG_MONITOR_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$2")?$ssl")"
     printf 'export TOOLBOX_AMQPS_PORT=%s\n' "$AMQPS_PORT"
 }
 
@@ -859,6 +870,8 @@ cmd_env() {
         "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$PG_DB")")"
     printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$PG_DB")")"
+    printf 'export TOOLBOX_MONITOR_DATABASE_URL=%s\n' \
+        "$(q "postgresql://$(urlenc "$PG_MONITOR"):$(urlenc "$PG_MONITOR_PASSWORD")@127.0.0.1:$PG_PORT/$(urlenc "$PG_DB")")"
     printf 'export TOOLBOX_BROKER_MANAGEMENT_URL=%s\n' "$(q "http://guest:guest@127.0.0.1:$MGMT_PORT")"
     printf 'export TOOLBOX_SERVICES_DIR=%s\n' "$(q "$SERVICES_DIR")"
     printf 'export TOOLBOX_AMQP_PORT=%s\n' "$AMQP_PORT"
@@ -891,6 +904,8 @@ cmd_sandbox() {
         "$(q "postgresql://$(urlenc "$PG_WORKER"):$(urlenc "$PG_WORKER_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
     printf 'export TOOLBOX_DATABASE_ADMIN_URL=%s\n' \
         "$(q "postgresql://$(urlenc "$PG_OWNER"):$(urlenc "$PG_OWNER_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
+    printf 'export TOOLBOX_MONITOR_DATABASE_URL=%s\n' \
+        "$(q "postgresql://$(urlenc "$PG_MONITOR"):$(urlenc "$PG_MONITOR_PASSWORD")@127.0.0.1:$PG_PORT/$name")"
     printf 'export TOOLBOX_BROKER_MANAGEMENT_URL=%s\n' "$(q "http://guest:guest@127.0.0.1:$MGMT_PORT")"
     if ((tls)); then print_tls_env "$name" "$name"; fi
 }

@@ -3,10 +3,15 @@
 
 #include <amqp_ssl_socket.h>
 #include <amqp_tcp_socket.h>
+#include <errno.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/time.h>
+#include <unistd.h>
 
 #include "toolbox/config.h"
 
@@ -83,8 +88,161 @@ tbx_status tbx_broker_reopen_channel(tbx_broker *b, tbx_error *err)
     return TBX_OK;
 }
 
+/* ------------------------------------------------------------------------------------------------ TLS */
+
+/* rabbitmq-c's sockets each have an SSL_CTX of their own; its app data points at the tbx_broker, which
+ * outlives the socket. Records the first verification failure (the message after a failed handshake
+ * comes from it) and keeps OpenSSL's verdict. */
+static int tls_verify_cb(int ok, X509_STORE_CTX *store)
+{
+    if (ok)
+        return ok;
+    SSL *ssl = X509_STORE_CTX_get_ex_data(store, SSL_get_ex_data_X509_STORE_CTX_idx());
+    tbx_broker *b = ssl ? SSL_CTX_get_app_data(SSL_get_SSL_CTX(ssl)) : NULL;
+    if (b && !b->tls_verify_error) {
+        b->tls_verify_error = X509_STORE_CTX_get_error(store);
+        b->tls_verify_depth = X509_STORE_CTX_get_error_depth(store);
+    }
+    return ok;
+}
+
+/* Encrypted keys are refused rather than prompted for on the terminal (OpenSSL's default). */
+static int tls_no_password_cb(char *buf, int size, int rwflag, void *userdata)
+{
+    (void)buf;
+    (void)size;
+    (void)rwflag;
+    (void)userdata;
+    return -1;
+}
+
+static const char *unset_null(const char *s)
+{
+    return s && *s ? s : NULL;
+}
+
+/* " (reason)" of OpenSSL's last error in this thread, or "". Clears the error queue. */
+static void tls_reason(char *buf, size_t cap)
+{
+    unsigned long e = ERR_peek_last_error();
+    const char *r = e ? ERR_reason_error_string(e) : NULL;
+    if (r)
+        snprintf(buf, cap, " (%s)", r);
+    else
+        buf[0] = '\0';
+    ERR_clear_error();
+}
+
+/* A file named by a configuration key must be readable; says which key when it is not. */
+static tbx_status tls_file_readable(const char *key, const char *path, tbx_error *err)
+{
+    if (access(path, R_OK) == 0)
+        return TBX_OK;
+    return tbx_seterr(err, TBX_ECONFIG, "%s: cannot read '%s': %s", key, path, strerror(errno));
+}
+
+static tbx_status tls_setup(tbx_broker *b, amqp_socket_t *sock, const char *host, const tbx_broker_tls *tls,
+                            tbx_error *err)
+{
+    static const tbx_broker_tls defaults = {NULL, NULL, NULL, 1};
+    if (!tls)
+        tls = &defaults;
+    const char *ca = unset_null(tls->ca_file), *cert = unset_null(tls->cert_file);
+    const char *key = unset_null(tls->key_file);
+    SSL_CTX *ctx = amqp_ssl_socket_get_context(sock);
+    char why[200];
+    ERR_clear_error();
+    SSL_CTX_set_app_data(ctx, b);
+    SSL_CTX_set_default_passwd_cb(ctx, tls_no_password_cb);
+    if (amqp_ssl_socket_set_ssl_versions(sock, AMQP_TLSv1_2, AMQP_TLSvLATEST) != AMQP_STATUS_OK)
+        return tbx_seterr(err, TBX_EBROKER, "cannot connect to %s: this OpenSSL offers no TLS 1.2 or later",
+                          b->masked_url);
+    if (ca) {
+        if (tls_file_readable("broker_ssl_ca_file", ca, err))
+            return TBX_ECONFIG;
+        if (amqp_ssl_socket_set_cacert(sock, ca) != AMQP_STATUS_OK) {
+            tls_reason(why, sizeof why);
+            return tbx_seterr(err, TBX_ECONFIG, "broker_ssl_ca_file: no PEM certificate in '%s'%s", ca, why);
+        }
+    } else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
+        tls_reason(why, sizeof why);
+        return tbx_seterr(err, TBX_ECONFIG, "cannot load the system's CA certificates%s; set broker_ssl_ca_file",
+                          why);
+    }
+    if (key && !cert)
+        return tbx_seterr(err, TBX_ECONFIG, "broker_ssl_key_file is set but broker_ssl_cert_file is not");
+    if (cert) {
+        if (tls_file_readable("broker_ssl_cert_file", cert, err) ||
+            (key && tls_file_readable("broker_ssl_key_file", key, err)))
+            return TBX_ECONFIG;
+        if (amqp_ssl_socket_set_key(sock, cert, key ? key : cert) != AMQP_STATUS_OK) {
+            tls_reason(why, sizeof why);
+            return tbx_seterr(err, TBX_ECONFIG,
+                              "broker_ssl_cert_file/broker_ssl_key_file: cannot use certificate '%s' with key "
+                              "'%s'%s: both PEM, the key unencrypted and matching the certificate",
+                              cert, key ? key : cert, why);
+        }
+    }
+    /* OpenSSL checks the chain during the handshake and the host against DNS and IP address names
+     * (rabbitmq-c's own host check reads DNS names only, so 127.0.0.1 would never match). */
+    if (tls->verify) {
+        X509_VERIFY_PARAM *param = SSL_CTX_get0_param(ctx);
+        X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NO_PARTIAL_WILDCARDS);
+        if (X509_VERIFY_PARAM_set1_ip_asc(param, host) != 1 && X509_VERIFY_PARAM_set1_host(param, host, 0) != 1)
+            return tbx_seterr(err, TBX_ENOMEM, NULL);
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER, tls_verify_cb);
+    } else {
+        SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+    }
+    amqp_ssl_socket_set_verify_peer(sock, tls->verify ? 1 : 0);
+    amqp_ssl_socket_set_verify_hostname(sock, 0);
+    ERR_clear_error();
+    return TBX_OK;
+}
+
+/* The message of a failed connect: verification failures say what was wrong with the broker's
+ * certificate, other TLS failures carry OpenSSL's reason (e.g. an alert from the broker). */
+static tbx_status connect_failed(tbx_broker *b, int tls, const char *host, int rc, tbx_error *err)
+{
+    int e = b->tls_verify_error;
+    if (e == X509_V_ERR_HOSTNAME_MISMATCH || e == X509_V_ERR_IP_ADDRESS_MISMATCH) {
+        ERR_clear_error();
+        return tbx_seterr(err, TBX_EBROKER, "cannot connect to %s: TLS: the broker's certificate is not for host %s",
+                          b->masked_url, host);
+    }
+    if (e) {
+        ERR_clear_error();
+        return tbx_seterr(err, TBX_EBROKER,
+                          "cannot connect to %s: TLS: the broker's certificate is not trusted: %s (certificate "
+                          "%d of the chain; is broker_ssl_ca_file the CA that signed it?)",
+                          b->masked_url, X509_verify_cert_error_string(e), b->tls_verify_depth);
+    }
+    char why[200] = "";
+    if (tls)
+        tls_reason(why, sizeof why);
+    return tbx_seterr(err, TBX_EBROKER, "cannot connect to %s: %s%s", b->masked_url, amqp_error_string2(rc), why);
+}
+
 tbx_status tbx_broker_open(tbx_broker **out, const char *url, int heartbeat, double timeout,
                            const char *name, tbx_error *err)
+{
+    return tbx_broker_open_tls(out, url, heartbeat, timeout, NULL, name, err);
+}
+
+tbx_status tbx_broker_open_cfg(tbx_broker **out, const tbx_config *cfg, const char *name, tbx_error *err)
+{
+    tbx_broker_tls tls = {
+        tbx_config_str(cfg, "broker_ssl_ca_file"),
+        tbx_config_str(cfg, "broker_ssl_cert_file"),
+        tbx_config_str(cfg, "broker_ssl_key_file"),
+        tbx_config_bool(cfg, "broker_ssl_verify"),
+    };
+    return tbx_broker_open_tls(out, tbx_config_str(cfg, "broker_url"), (int)tbx_config_int(cfg, "broker_heartbeat"),
+                               tbx_config_double(cfg, "broker_connect_timeout"), &tls, name, err);
+}
+
+tbx_status tbx_broker_open_tls(tbx_broker **out, const char *url, int heartbeat, double timeout,
+                               const tbx_broker_tls *tls, const char *name, tbx_error *err)
 {
     *out = NULL;
     tbx_broker *b = calloc(1, sizeof *b);
@@ -124,19 +282,12 @@ tbx_status tbx_broker_open(tbx_broker **out, const char *url, int heartbeat, dou
         st = tbx_seterr(err, TBX_ENOMEM, "cannot create a socket for %s", b->masked_url);
         goto fail;
     }
-    if (ci.ssl) {
-        const char *ca = getenv("TOOLBOX_BROKER_CA_FILE");
-        if (ca && *ca && amqp_ssl_socket_set_cacert(sock, ca) != AMQP_STATUS_OK) {
-            st = tbx_seterr(err, TBX_ECONFIG, "cannot load CA file %s", ca);
-            goto fail;
-        }
-        amqp_ssl_socket_set_verify_peer(sock, 1);
-        amqp_ssl_socket_set_verify_hostname(sock, 1);
-    }
+    if (ci.ssl && (st = tls_setup(b, sock, ci.host, tls, err)))
+        goto fail;
     struct timeval tv = {(time_t)timeout, (suseconds_t)((timeout - (double)(time_t)timeout) * 1e6)};
     int rc = amqp_socket_open_noblock(sock, ci.host, ci.port, &tv);
     if (rc != AMQP_STATUS_OK) {
-        st = tbx_seterr(err, TBX_EBROKER, "cannot connect to %s: %s", b->masked_url, amqp_error_string2(rc));
+        st = connect_failed(b, ci.ssl, ci.host, rc, err);
         goto fail;
     }
     amqp_set_rpc_timeout(b->conn, &tv);
@@ -145,11 +296,13 @@ tbx_status tbx_broker_open(tbx_broker **out, const char *url, int heartbeat, dou
     amqp_table_entry_t caps[] = {
         {amqp_cstring_bytes("connection.blocked"), {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
         {amqp_cstring_bytes("consumer_cancel_notify"), {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
+        /* a refused login gets connection.close 403 with a reason instead of a bare disconnect */
+        {amqp_cstring_bytes("authentication_failure_close"), {AMQP_FIELD_KIND_BOOLEAN, {.boolean = 1}}},
     };
     amqp_table_entry_t props[2];
     props[0].key = amqp_cstring_bytes("capabilities");
     props[0].value.kind = AMQP_FIELD_KIND_TABLE;
-    props[0].value.value.table.num_entries = 2;
+    props[0].value.value.table.num_entries = (int)(sizeof caps / sizeof caps[0]);
     props[0].value.value.table.entries = caps;
     props[1].key = amqp_cstring_bytes("connection_name");
     props[1].value.kind = AMQP_FIELD_KIND_UTF8;
@@ -159,9 +312,19 @@ tbx_status tbx_broker_open(tbx_broker **out, const char *url, int heartbeat, dou
                                                     &client_props, AMQP_SASL_METHOD_PLAIN,
                                                     ci.user, ci.password);
     if (r.reply_type != AMQP_RESPONSE_NORMAL) {
-        char text[300];
+        /* Over TLS 1.3 a broker refusing our client certificate says so (an alert, which a reset may
+         * swallow) only after the handshake: the first read fails. */
+        char text[300], why[200] = "";
         amqp_reply_text(r, text, sizeof text);
-        st = tbx_seterr(err, TBX_EBROKER, "cannot log in to %s: %s", b->masked_url, text);
+        const char *hint = "";
+        if (ci.ssl && r.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+            tls_reason(why, sizeof why);
+            if (r.library_error == AMQP_STATUS_SSL_ERROR || r.library_error == AMQP_STATUS_CONNECTION_CLOSED ||
+                r.library_error == AMQP_STATUS_SOCKET_ERROR)
+                hint = "; the broker ended the TLS session: does it want a client certificate "
+                       "(broker_ssl_cert_file) from a CA it trusts?";
+        }
+        st = tbx_seterr(err, TBX_EBROKER, "cannot log in to %s: %s%s%s", b->masked_url, text, why, hint);
         goto fail;
     }
     b->channel = 0;

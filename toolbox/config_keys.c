@@ -79,6 +79,8 @@ const tbx_cfg_key tbx_cfg_keys[] = {
     KEY_INT("worker.park_min_ttl", 600, 1, 86400, "seconds: the shortest delay queue (others are 2^k times longer)"),
     KEY_INT("worker.result_batch", 128, 1, 10000, "results written per database transaction at most"),
     KEY_STR("worker.alert_command", "", 0, TEXTMAX, NULL, "shell command run on worker alerts; empty = none"),
+    KEY_URL("monitor.database_url", "", URL_PG, TBX_CFGF_EMPTY_OK,
+            "platform monitor's own database role (its tables only); empty = result_backend"),
     KEY_INT("monitor.batch_size", 256, 1, 100000, "platform monitor: messages per database batch at most"),
     KEY_INT("monitor.batch_ms", 50, 1, 60000, "platform monitor: milliseconds a batch may wait to fill"),
     KEY_URL("export.data_url", "", URL_PG, TBX_CFGF_EMPTY_OK,

@@ -114,6 +114,10 @@ typedef struct tbx_mon_counts {
     size_t refused;    /* task rows the database refused (parked instead, with its reason) */
 } tbx_mon_counts;
 
+/* Prepare the batch statement on a new connection c (once per connection, before any send). Fails
+ * with TBX_EDB when the tables are missing ("run toolbox setup") or the role may not use them. */
+tbx_status tbx_mon_prepare(PGconn *c, tbx_error *err);
+
 /* Asynchronous commit: one statement (both inserts, one transaction) is sent on c, which must have
  * no other query in progress. Then poll c's socket and call tbx_mon_batch_ready until it returns 1
  * (0: not yet; -1: the connection failed, call tbx_mon_batch_finish to learn why), and then
@@ -122,7 +126,7 @@ tbx_status tbx_mon_batch_send(tbx_mon_batch *b, PGconn *c, tbx_error *err);
 int tbx_mon_batch_ready(tbx_mon_batch *b, PGconn *c);
 
 /* Read the outcome. TBX_OK: everything is committed (fates and *counts set). When the database
- * refuses the batch because of one entry's data (SQLSTATE classes 22 and 23), the entries are
+ * refuses the batch because of one entry's data (SQLSTATE classes 22, 23, 54), the entries are
  * written one by one and those it still refuses are parked with the server's reason, so one bad
  * message never blocks the others. TBX_EDB: nothing is known to be committed (the connection was
  * lost, or another error such as a missing table or privilege); the batch is unchanged and can be

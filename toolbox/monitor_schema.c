@@ -56,6 +56,12 @@ const char *tbx_monitor_schema_sql(void)
     return SCHEMA_SQL;
 }
 
+const char *tbx_monitor_db_url(const tbx_config *cfg)
+{
+    const char *u = tbx_config_str(cfg, "monitor.database_url");
+    return u && *u ? u : tbx_config_str(cfg, "result_backend");
+}
+
 /* The login role of a libpq URL, or NULL. malloc'd. */
 static char *url_user(const char *url)
 {
@@ -84,7 +90,7 @@ static tbx_status run_tx(PGconn *c, const char *body, const char *what, tbx_erro
     return st;
 }
 
-static tbx_status grant_monitor(PGconn *c, const char *role, tbx_error *err)
+static tbx_status grant_monitor(PGconn *c, const char *role, int own_role, tbx_error *err)
 {
     char *id = PQescapeIdentifier(c, role, strlen(role));
     if (!id)
@@ -95,8 +101,10 @@ static tbx_status grant_monitor(PGconn *c, const char *role, tbx_error *err)
     tbx_status st = TBX_OK;
     if (tbx_buf_printf(&sql,
                        "GRANT SELECT, INSERT ON " TBX_MONITOR_TASK_TABLE " TO %s;"
-                       "GRANT SELECT, INSERT ON " TBX_MONITOR_PARKED_TABLE " TO %s;",
-                       id, id))
+                       "GRANT SELECT, INSERT ON " TBX_MONITOR_PARKED_TABLE " TO %s;"
+                       "%s%s%s",
+                       id, id, own_role ? "GRANT SELECT ON celery_taskmeta TO " : "", own_role ? id : "",
+                       own_role ? ";" : ""))
         st = tbx_seterr(err, TBX_ENOMEM, NULL);
     else
         st = run_tx(c, (const char *)sql.data, "granting the monitor role its privileges", err);
@@ -111,13 +119,18 @@ tbx_status tbx_monitor_setup(PGconn *c, const tbx_config *cfg, tbx_error *err)
     if (st)
         return st;
     const char *admin = tbx_config_str(cfg, "database_admin_url");
-    const char *role_url = tbx_config_str(cfg, "result_backend");
+    const char *role_url = tbx_monitor_db_url(cfg);
     if (!admin || !*admin || !role_url)
         return TBX_OK; /* one role does everything: it owns the tables */
     char *role = url_user(role_url), *owner = url_user(admin);
+    char *worker = url_user(tbx_config_str(cfg, "result_backend"));
+    /* A monitor role of its own also reads task states (toolbox tasks); the workers' role never
+     * gets more than the result table. */
+    int own_role = role && (!worker || strcmp(role, worker) != 0);
     if (role && (!owner || strcmp(role, owner) != 0))
-        st = grant_monitor(c, role, err);
+        st = grant_monitor(c, role, own_role, err);
     free(role);
     free(owner);
+    free(worker);
     return st;
 }

@@ -65,10 +65,7 @@ tbx_status tbx_producer_open(tbx_producer **out, const tbx_config *cfg, unsigned
         tbx_producer_close(p);
         return tbx_seterr(err, TBX_ENOMEM, NULL);
     }
-    tbx_status st = tbx_broker_open(&p->b, tbx_config_str(cfg, "broker_url"),
-                                    (int)tbx_config_int(cfg, "broker_heartbeat"),
-                                    tbx_config_double(cfg, "broker_connect_timeout"),
-                                    "toolbox producer", err);
+    tbx_status st = tbx_broker_open_cfg(&p->b, cfg, "toolbox producer", err);
     if (st) {
         tbx_producer_close(p);
         return st;

@@ -11,6 +11,7 @@
 #include <string.h>
 
 #include "broker.h"
+#include "monitor_db.h"
 #include "pg.h"
 #include "topology.h"
 
@@ -94,6 +95,8 @@ static tbx_status setup_database(const tbx_config *cfg, tbx_error *err)
         free(wuser);
         free(auser);
     }
+    if (!st)
+        st = tbx_monitor_setup(c, cfg, err); /* the platform monitor's tables and grants */
     PQfinish(c);
     return st;
 }
@@ -101,10 +104,7 @@ static tbx_status setup_database(const tbx_config *cfg, tbx_error *err)
 static tbx_status setup_broker(const tbx_config *cfg, tbx_error *err)
 {
     tbx_broker *b;
-    tbx_status st = tbx_broker_open(&b, tbx_config_str(cfg, "broker_url"),
-                                    (int)tbx_config_int(cfg, "broker_heartbeat"),
-                                    tbx_config_double(cfg, "broker_connect_timeout"), "toolbox setup",
-                                    err);
+    tbx_status st = tbx_broker_open_cfg(&b, cfg, "toolbox setup", err);
     if (st)
         return st;
     st = tbx_topology_declare(b, cfg, err);

@@ -249,9 +249,7 @@ static void apply_qos(tbx_worker *w)
 
 static tbx_status connect_broker(tbx_worker *w, tbx_error *err)
 {
-    tbx_status st = tbx_broker_open(&w->b, tbx_config_str(w->cfg, "broker_url"),
-                                    (int)tbx_config_int(w->cfg, "broker_heartbeat"),
-                                    tbx_config_double(w->cfg, "broker_connect_timeout"), w->hostname, err);
+    tbx_status st = tbx_broker_open_cfg(&w->b, w->cfg, w->hostname, err);
     if (st)
         return st;
     w->gen++;

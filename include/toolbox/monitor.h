@@ -31,6 +31,7 @@
 
 #include <stddef.h>
 
+#include "toolbox/config.h"
 #include "toolbox/error.h"
 
 #ifdef __cplusplus
@@ -46,6 +47,11 @@ extern "C" {
 /* The DDL of both tables and their indexes, idempotent (CREATE ... IF NOT EXISTS), as one SQL text
  * without transaction control. Static string, never NULL. */
 const char *tbx_monitor_schema_sql(void);
+
+/* The database URL the platform monitor (and `toolbox tasks`) use: monitor.database_url, or
+ * result_backend when that is empty. Owned by cfg. The monitor has a role of its own so that the
+ * workers' role can touch nothing but the result table. */
+const char *tbx_monitor_db_url(const tbx_config *cfg);
 
 /* The platform's overall state of a task family (BackgroundTask.overall_status): statuses[0..n) are
  * the members' stored states, NULL for a member without a result row (PENDING). Members named
