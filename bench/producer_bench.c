@@ -6,10 +6,11 @@
  * pre-fill a queue for the consumer benchmarks.
  *
  *   bench-producer [-n N] [--env NAME | --config FILE] [--task NAME] [--window W]
+ *                  [--payload BYTES]
  *
  * The broker comes from the configuration ($TOOLBOX_BROKER_URL wins). The
  * topology is declared when the producer opens (not timed). Each task gets
- * args [i].
+ * args [i], or [i, "<BYTES x>"] with --payload (msg.noop returns i either way).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,7 +22,7 @@
 
 int main(int argc, char **argv)
 {
-    long n = 10000;
+    long n = 10000, payload = 0;
     const char *env = "test", *file = NULL, *task = "msg.noop";
     char window_set[64] = "";
     for (int i = 1; i < argc; i++) {
@@ -34,13 +35,24 @@ int main(int argc, char **argv)
             file = v, i++;
         else if (!strcmp(a, "--task") && v)
             task = v, i++;
+        else if (!strcmp(a, "--payload"))
+            payload = bench_parse_long(v, "--payload"), i++;
         else if (!strcmp(a, "--window"))
             snprintf(window_set, sizeof window_set, "broker_confirm_window=%ld",
                      bench_parse_long(v, "--window")), i++;
         else
-            bench_die("usage: bench-producer [-n N] [--env NAME | --config FILE] [--task NAME] [--window W]");
+            bench_die("usage: bench-producer [-n N] [--env NAME | --config FILE] [--task NAME] [--window W] "
+                      "[--payload BYTES]");
     }
     const char *overrides[2] = {window_set[0] ? window_set : NULL, NULL};
+
+    char *pad = NULL;
+    if (payload) {
+        if (!(pad = malloc((size_t)payload + 1)))
+            bench_die("out of memory");
+        memset(pad, 'x', (size_t)payload);
+        pad[payload] = 0;
+    }
 
     tbx_error err = {0};
     tbx_config *cfg = NULL;
@@ -52,7 +64,7 @@ int main(int argc, char **argv)
 
     double t0 = bench_now();
     for (long i = 0; i < n; i++) {
-        json_t *args = json_pack("[I]", (json_int_t)i);
+        json_t *args = pad ? json_pack("[Is]", (json_int_t)i, pad) : json_pack("[I]", (json_int_t)i);
         if (!args)
             bench_die("out of memory");
         tbx_status st = tbx_producer_publish(p, task, args, NULL, NULL, NULL, &err);
@@ -64,11 +76,12 @@ int main(int argc, char **argv)
         bench_die("flushing: %s", err.msg);
     double dt = bench_now() - t0;
 
-    printf("bench-producer msgs_per_s=%.1f n=%ld window=%lld seconds=%.3f task=%s confirmed=%llu "
+    printf("bench-producer msgs_per_s=%.1f n=%ld window=%lld seconds=%.3f task=%s payload=%ld confirmed=%llu "
            "maxrss_kib=%ld\n",
-           (double)n / dt, n, tbx_config_int(cfg, "broker_confirm_window"), dt, task,
+           (double)n / dt, n, tbx_config_int(cfg, "broker_confirm_window"), dt, task, payload,
            tbx_producer_confirmed(p), bench_maxrss_kib());
     tbx_producer_close(p);
     tbx_config_free(cfg);
+    free(pad);
     return 0;
 }

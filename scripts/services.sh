@@ -103,7 +103,8 @@ AMQPS_PORT=${TOOLBOX_AMQPS_PORT:-$((AMQP_PORT - 1))}
 # The management plugin's HTTP API (read-only use: the conformance suite reads the bindings there).
 MGMT_PORT=${TOOLBOX_MGMT_PORT:-$((AMQP_PORT + 1))}
 is_port "$AMQPS_PORT" || die "TOOLBOX_AMQPS_PORT is not a port number: '$AMQPS_PORT'"
-[[ $AMQPS_PORT != "$AMQP_PORT" ]] || die "TOOLBOX_AMQPS_PORT must differ from TOOLBOX_AMQP_PORT ($AMQP_PORT)"
+[[ $AMQPS_PORT != "$AMQP_PORT" && $AMQPS_PORT != "$MGMT_PORT" ]] ||
+    die "TOOLBOX_AMQPS_PORT ($AMQPS_PORT) must differ from the AMQP ($AMQP_PORT) and management ($MGMT_PORT) ports"
 TLS_CLIENT_CERT=${TOOLBOX_TLS_CLIENT_CERT:-optional}
 [[ $TLS_CLIENT_CERT == optional || $TLS_CLIENT_CERT == required ]] ||
     die "TOOLBOX_TLS_CLIENT_CERT must be 'optional' or 'required', not '$TLS_CLIENT_CERT'"

@@ -462,7 +462,10 @@ char *tbx_mask_url(const char *url)
     }
     static const char pw[] = "password=";
     while (i < len && !fail) {
-        if (strncmp(url + i, pw, sizeof pw - 1) == 0 && (i == 0 || strchr("?& ", url[i - 1]))) {
+        size_t key = i; /* start of the parameter name: password=, sslpassword=, ... */
+        while (key > 0 && (url[key - 1] == '_' || (url[key - 1] >= 'a' && url[key - 1] <= 'z')))
+            key--;
+        if (strncmp(url + i, pw, sizeof pw - 1) == 0 && (key == 0 || strchr("?& ", url[key - 1]))) {
             size_t j = i + sizeof pw - 1;
             size_t vend = j + strcspn(url + j, "& #");
             fail |= tbx_buf_append(&b, pw, sizeof pw - 1);

@@ -337,6 +337,10 @@ static tbx_conf_ctx *snapshot(const tbx_config *cfg, int producer_only)
     c->chord_unlock_max_retries = tbx_config_int(cfg, "chord_unlock_max_retries");
     c->task_max_retries = tbx_config_int(cfg, "task_max_retries");
     c->timeout = tbx_config_double(cfg, "broker_connect_timeout");
+    c->ssl_ca = dup_or(tbx_config_str(cfg, "broker_ssl_ca_file"), &oom);
+    c->ssl_cert = dup_or(tbx_config_str(cfg, "broker_ssl_cert_file"), &oom);
+    c->ssl_key = dup_or(tbx_config_str(cfg, "broker_ssl_key_file"), &oom);
+    c->ssl_verify = tbx_config_bool(cfg, "broker_ssl_verify");
     c->result_extended = tbx_config_bool(cfg, "result_extended");
     if (c->nqueues + 2 > TBX_CONF_MAX_ITEMS)
         oom = 1; /* more queues than the loop index can name: refuse rather than truncate */

@@ -23,7 +23,10 @@
 tbx_broker *tbx_conf_open_broker(const tbx_conf_ctx *c, tbx_error *err)
 {
     tbx_broker *b = NULL;
-    if (tbx_broker_open(&b, c->broker_url, 0, c->timeout, "toolbox-conformance", err))
+    tbx_broker_tls tls = {c->ssl_ca && *c->ssl_ca ? c->ssl_ca : NULL,
+                          c->ssl_cert && *c->ssl_cert ? c->ssl_cert : NULL,
+                          c->ssl_key && *c->ssl_key ? c->ssl_key : NULL, c->ssl_verify};
+    if (tbx_broker_open_tls(&b, c->broker_url, 0, c->timeout, &tls, "toolbox-conformance", err))
         return NULL;
     return b;
 }
@@ -124,7 +127,7 @@ START_TEST(check_broker_reachable)
                           tls ? " over TLS with a verified certificate" : "");
         tbx_conf_found(&v, "%s", err.msg);
         tbx_conf_fix(&v, "check broker_url (host, port, virtual host, user, password)%s",
-                     tls ? "; amqps:// needs the broker's TLS port and a CA it trusts ($TOOLBOX_BROKER_CA_FILE)"
+                     tls ? "; amqps:// needs the broker's TLS port and a CA it trusts (broker_ssl_ca_file)"
                          : "");
     }
     tbx_broker_close(b);

@@ -36,6 +36,8 @@ typedef struct tbx_conf_ctx {
     size_t nrouted;
     long long chord_unlock_max_retries, task_max_retries;
     double timeout;          /* broker_connect_timeout */
+    char *ssl_ca, *ssl_cert, *ssl_key; /* broker_ssl_* (empty: unset) */
+    int ssl_verify;
     int result_extended;
     char probe_key[48];      /* a routing key no service uses: "toolbox-conformance-<hex>" */
 } tbx_conf_ctx;
