@@ -21,6 +21,7 @@
 
 #define TBX_MAX_HEADER_DEPTH 16
 #define TBX_MAX_HEADERS 256
+#define TBX_MAX_JSON_DEPTH 100 /* args/kwargs nesting accepted in a body */
 #define TBX_REPR_MAX 1024
 
 static double now_epoch(void)
@@ -679,6 +680,31 @@ static int limit_value(json_t *v, double *out)
     return 0;
 }
 
+/* Nesting depth of a JSON text, counted over brackets outside strings: cheap, and
+ * it bounds the recursion of every later walk over the value. */
+static int json_too_deep(const void *text, size_t len, int max)
+{
+    const unsigned char *s = text;
+    int depth = 0, in_str = 0;
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = s[i];
+        if (in_str) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_str = 0;
+        } else if (c == '"') {
+            in_str = 1;
+        } else if (c == '[' || c == '{') {
+            if (++depth > max)
+                return 1;
+        } else if (c == ']' || c == '}') {
+            depth--;
+        }
+    }
+    return 0;
+}
+
 static json_t *props_to_json(const amqp_basic_properties_t *p)
 {
     json_t *o = json_object();
@@ -806,6 +832,10 @@ tbx_status tbx_wire_decode(const amqp_basic_properties_t *p, const void *body, s
     m->priority = (p->_flags & AMQP_BASIC_PRIORITY_FLAG) ? p->priority : 0;
 
     json_error_t jerr;
+    if (json_too_deep(body, len, TBX_MAX_JSON_DEPTH)) {
+        st = tbx_seterr(err, TBX_ELIMIT, "body nests deeper than %d levels", TBX_MAX_JSON_DEPTH);
+        goto fail;
+    }
     json_t *b = json_loadb(body, len, JSON_DECODE_ANY, &jerr);
     if (!b) {
         st = tbx_seterr(err, TBX_EDECODE, "body is not JSON: %s at offset %d", jerr.text, jerr.position);

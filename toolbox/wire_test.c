@@ -164,6 +164,18 @@ START_TEST(test_decode_rejects)
     p.content_type = amqp_cstring_bytes("application/x-python-serialize");
     tbx_task_msg *d = NULL;
     ck_assert_int_eq(tbx_wire_decode(&p, "x", 1, 0, &d, NULL, NULL), TBX_EUNSUPPORTED);
+    /* Nesting limit: 200 levels inside args. */
+    char deep[512];
+    memcpy(deep, "[", 1);
+    memset(deep + 1, '[', 200);
+    memset(deep + 201, ']', 200);
+    memcpy(deep + 401, ", {}, {}]", 10);
+    p = props_with(full, 2);
+    ck_assert_int_eq(tbx_wire_decode(&p, deep, strlen(deep), 0, &d, NULL, NULL), TBX_ELIMIT);
+    /* Brackets inside strings do not count. */
+    const char *quoted = "[[\"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"], {}, {}]";
+    ck_assert_int_eq(tbx_wire_decode(&p, quoted, strlen(quoted), 0, &d, NULL, NULL), TBX_OK);
+    tbx_task_msg_free(d);
     /* Size limit. */
     p = props_with(full, 2);
     ck_assert_int_eq(tbx_wire_decode(&p, "[[], {}, {}]", 12, 4, &d, NULL, NULL), TBX_ELIMIT);
