@@ -1,7 +1,8 @@
 /*
  * cmd_tasks.c - `toolbox tasks`: what the platform monitor recorded, with each task's state from
  * the result table; `--root ID` shows one task family and its overall state (the platform's rule,
- * tbx_family_status); `--parked` lists the messages the monitor set aside.
+ * tbx_family_status); `--parked` lists the messages the monitor set aside and `--replay ID`
+ * publishes one of them again as it was received.
  */
 #include <jansson.h>
 #include <stdio.h>
@@ -10,7 +11,9 @@
 
 #include "cli.h"
 #include "pg.h"
+#include "producer_internal.h"
 #include "toolbox/monitor.h"
+#include "wire.h"
 
 static const char LIST_SQL[] =
     "SELECT t.task_id, t.type, COALESCE(m.status, 'PENDING'),"
@@ -182,9 +185,79 @@ static int list_parked(PGconn *c, long long limit, int as_json, tbx_error *err)
     return CLI_OK;
 }
 
+/* Publish a parked message again, byte for byte: its properties, headers, body, exchange and
+ * routing key (after the operator fixed what made it unreadable, or to retry a transient refusal). */
+static int replay_parked(PGconn *c, const tbx_config *cfg, const char *id, tbx_error *err)
+{
+    const char *params[1] = {id};
+    PGresult *r = PQexecParams(c,
+                               "SELECT properties::text, headers::text, body, routing_key, exchange FROM "
+                               TBX_MONITOR_PARKED_TABLE " WHERE id = $1",
+                               1, NULL, params, NULL, NULL, 1);
+    if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        tbx_pg_fail(c, r, "reading the parked message", err);
+        PQclear(r);
+        return cli_fail(TBX_EDB, err);
+    }
+    if (PQntuples(r) != 1) {
+        PQclear(r);
+        fprintf(stderr, "toolbox: tasks: no parked message with id '%s'\n", id);
+        return CLI_FAIL;
+    }
+    json_t *props = PQgetisnull(r, 0, 0) ? NULL : json_loadb(PQgetvalue(r, 0, 0), (size_t)PQgetlength(r, 0, 0), 0, NULL);
+    json_t *headers = PQgetisnull(r, 0, 1) ? NULL : json_loadb(PQgetvalue(r, 0, 1), (size_t)PQgetlength(r, 0, 1), 0, NULL);
+    char *rk = PQgetisnull(r, 0, 3) ? strdup("") : strndup(PQgetvalue(r, 0, 3), (size_t)PQgetlength(r, 0, 3));
+    char *ex = PQgetisnull(r, 0, 4) ? strdup(tbx_config_str(cfg, "task_default_exchange"))
+                                    : strndup(PQgetvalue(r, 0, 4), (size_t)PQgetlength(r, 0, 4));
+    amqp_pool_t pool;
+    init_amqp_pool(&pool, 4096);
+    amqp_basic_properties_t p = {0};
+    const char *v;
+    if ((v = json_string_value(json_object_get(props, "content_type")))) {
+        p._flags |= AMQP_BASIC_CONTENT_TYPE_FLAG;
+        p.content_type = amqp_cstring_bytes(v);
+    }
+    if ((v = json_string_value(json_object_get(props, "content_encoding")))) {
+        p._flags |= AMQP_BASIC_CONTENT_ENCODING_FLAG;
+        p.content_encoding = amqp_cstring_bytes(v);
+    }
+    if ((v = json_string_value(json_object_get(props, "correlation_id")))) {
+        p._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        p.correlation_id = amqp_cstring_bytes(v);
+    }
+    if ((v = json_string_value(json_object_get(props, "reply_to")))) {
+        p._flags |= AMQP_BASIC_REPLY_TO_FLAG;
+        p.reply_to = amqp_cstring_bytes(v);
+    }
+    p._flags |= AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_PRIORITY_FLAG;
+    p.delivery_mode = 2;
+    p.priority = (uint8_t)json_integer_value(json_object_get(props, "priority"));
+    amqp_field_value_t h;
+    if (json_is_object(headers) && tbx_wire_json_to_field(&pool, headers, &h, 0) == TBX_OK &&
+        h.kind == AMQP_FIELD_KIND_TABLE) {
+        p._flags |= AMQP_BASIC_HEADERS_FLAG;
+        p.headers = h.value.table;
+    }
+    tbx_producer *prod = NULL;
+    tbx_status st = tbx_producer_open(&prod, cfg, TBX_PRODUCER_NO_SETUP, err);
+    if (!st)
+        st = tbx_producer_publish_raw(prod, ex, rk, &p, PQgetvalue(r, 0, 2), (size_t)PQgetlength(r, 0, 2), id, err);
+    int rc = st ? cli_fail(st, err) : CLI_OK;
+    if (!st)
+        printf("replayed parked message %s to exchange '%s' with routing key '%s'\n", id, ex, rk);
+    tbx_producer_close(prod);
+    empty_amqp_pool(&pool);
+    free(rk);
+    free(ex);
+    json_decref(props);
+    json_decref(headers);
+    PQclear(r);
+    return rc;
+}
+
 int cmd_tasks(cli_args *a)
 {
-    const char *root = NULL, *v;
+    const char *root = NULL, *replay = NULL, *v;
     long long limit = 50;
     int as_json = 0, parked = 0, r;
     while (a->i < a->argc) {
@@ -200,6 +273,10 @@ int cmd_tasks(cli_args *a)
                 return CLI_USAGE;
         } else if (cli_flag(a, "--json")) {
             as_json = 1;
+        } else if ((r = cli_opt(a, "--replay", &v)) != 0) {
+            if (r < 0)
+                return CLI_USAGE;
+            replay = v;
         } else if (cli_flag(a, "--parked")) {
             parked = 1;
         } else {
@@ -220,6 +297,8 @@ int cmd_tasks(cli_args *a)
     int rc;
     if (st)
         rc = cli_fail(st, &err);
+    else if (replay)
+        rc = replay_parked(c, cfg, replay, &err);
     else if (root)
         rc = show_family(c, root, as_json, &err);
     else if (parked)

@@ -30,7 +30,7 @@ static const char USAGE[] =
     "  revoke TASK_ID [--terminate]               discard a task; --terminate stops it if running\n"
     "  interrupt TASK_ID (--retry [--countdown S] | --cancel)   stop a task: put it back later, or cancel it\n"
     "                                             (remote control waits --timeout S for --limit N replies)\n"
-    "  tasks [--root ID | --parked] [--json]      tasks the platform monitor recorded\n"
+    "  tasks [--root ID | --parked | --replay ID] [--json]   what the platform monitor recorded or parked\n"
     "  config show                                the effective configuration, secrets masked\n"
     "\n"
     "The configuration file is --config FILE, or config/NAME.yaml for --env NAME or\n"
