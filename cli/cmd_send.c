@@ -75,6 +75,10 @@ int cmd_send(cli_args *a)
         } else if ((r = cli_opt(a, "--expires", &v)) != 0) {
             if (r < 0 || cli_parse_double("--expires", v, &o.expires_in))
                 goto out;
+        } else if ((r = cli_opt(a, "--expires-at", &v)) != 0) {
+            if (r < 0)
+                goto out;
+            o.expires = v;
         } else if ((r = cli_opt(a, "--priority", &v)) != 0) {
             if (r < 0 || cli_parse_int("--priority", v, 0, 255, &n))
                 goto out;
@@ -139,6 +143,10 @@ int cmd_send(cli_args *a)
     }
     if (!task) {
         fprintf(stderr, "toolbox: send: missing TASK (e.g. toolbox send msg.add --args '[2, 3]')\n");
+        goto out;
+    }
+    if (o.expires && o.expires_in > 0) {
+        fprintf(stderr, "toolbox: send: --expires and --expires-at are exclusive\n");
         goto out;
     }
     if (o.eta && o.countdown > 0) {

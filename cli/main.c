@@ -19,7 +19,7 @@ static const char USAGE[] =
     "\n"
     "commands:\n"
     "  setup [--broker-only | --database-only]   declare the topology and create missing tables\n"
-    "  send TASK [--args JSON] [--kwargs JSON] [--countdown S | --eta ISO] [--expires S]\n"
+    "  send TASK [--args JSON] [--kwargs JSON] [--countdown S | --eta ISO] [--expires S | --expires-at ISO]\n"
     "            [--priority N] [--time-limit S] [--soft-time-limit S] [--id ID]\n"
     "            [--link TASK|SIG] [--link-error TASK|SIG] [--parent-id ID] [--root-id ID]\n"
     "            [--creator-id ID] [--related-content-type-id N] [--related-object-id ID]\n"
