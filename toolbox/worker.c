@@ -237,7 +237,7 @@ int tbx_worker_main(tbx_worker *w, int argc, char **argv)
         tbx_worker_free(w);
         return 2;
     }
-    tbx_proctitle_init(w, argc, argv);
+    tbx_proctitle_init(&w->title, w->service, argc, argv);
     rc = tbx_worker_run(w);
     tbx_worker_free(w);
     return rc;

@@ -14,6 +14,7 @@
 #include "batch.h"
 #include "broker.h"
 #include "pool.h"
+#include "proctitle.h"
 #include "toolbox/config.h"
 #include "toolbox/message.h"
 #include "toolbox/producer.h"
@@ -107,8 +108,7 @@ struct tbx_worker {
     double started_mono;
     int stopping;             /* 1 warm, 2 cold */
     int sigpipe[2];
-    char **argv;
-    size_t argv_space;
+    tbx_proctitle title;
 };
 
 #define TBX_MAX_PIPELINE 8
@@ -135,13 +135,5 @@ tbx_status tbx_followup_producer(tbx_worker *w, tbx_error *err);
 tbx_status tbx_followup_retry(tbx_worker *w, const job *j, double countdown, tbx_error *err);
 tbx_status tbx_followup_success(tbx_worker *w, const job *j, const char *result_json, tbx_error *err);
 tbx_status tbx_followup_failure(tbx_worker *w, const job *j, tbx_error *err);
-
-/* proctitle.c */
-void tbx_proctitle_init(tbx_worker *w, int argc, char **argv);
-void tbx_proctitle_set(tbx_worker *w, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
 
 #endif

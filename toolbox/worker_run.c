@@ -1054,7 +1054,7 @@ static void update_title(tbx_worker *w, const char *state)
     size_t off = 0;
     for (size_t i = 0; i < w->nqueues && off < sizeof qs - 2; i++)
         off += (size_t)snprintf(qs + off, sizeof qs - off, "%s%s", i ? "," : "", w->queues[i]);
-    tbx_proctitle_set(w, "%s: %s queues=%s done=%llu running=%d waiting=%zu", w->service, state, qs,
+    tbx_proctitle_set(&w->title, "%s: %s queues=%s done=%llu running=%d waiting=%zu", w->service, state, qs,
                       w->processed, running_count(w), w->neta);
 }
 

@@ -400,7 +400,7 @@ static double rate(const monitor *m)
 static void update_title(monitor *m)
 {
     const char *state = m->stopping ? "stopping" : !m->b ? "broker-down" : m->db_down ? "database-down" : "running";
-    title_set(m, "platform-monitor: %s recorded=%llu duplicates=%llu parked=%llu pending=%zu queue=%s", state,
+    tbx_proctitle_set(&m->title, "platform-monitor: %s recorded=%llu duplicates=%llu parked=%llu pending=%zu queue=%s", state,
               m->recorded, m->duplicates, m->parked, tbx_mon_batch_len(m->fill) + tbx_mon_batch_len(m->flight),
               m->queue);
 }

@@ -174,7 +174,7 @@ int main(int argc, char **argv)
         tbx_config_free(m.cfg);
         return 2;
     }
-    title_init(&m, argc, argv);
+    tbx_proctitle_init(&m.title, "platform-monitor", argc, argv);
     rc = monitor_run(&m);
     tbx_config_free(m.cfg);
     return rc;

@@ -1,6 +1,6 @@
 /*
  * monitor.h - the platform monitor daemon's state, shared by its files:
- * main.c (flags, configuration, logging), loop.c (the main loop), title.c (process title).
+ * main.c (flags, configuration, logging), loop.c (the main loop), process title via toolbox/proctitle.h.
  */
 #ifndef PLATFORM_MONITOR_H
 #define PLATFORM_MONITOR_H
@@ -10,6 +10,7 @@
 
 #include "broker.h"
 #include "monitor_db.h"
+#include "proctitle.h"
 #include "toolbox/config.h"
 
 typedef struct monitor {
@@ -52,17 +53,9 @@ typedef struct monitor {
     int sigpipe[2];
 
     /* process title */
-    char **argv;
-    size_t argv_space;
+    tbx_proctitle title;
 } monitor;
 
 int monitor_run(monitor *m);
-
-void title_init(monitor *m, int argc, char **argv);
-void title_set(monitor *m, const char *fmt, ...)
-#if defined(__GNUC__)
-    __attribute__((format(printf, 2, 3)))
-#endif
-    ;
 
 #endif
