@@ -183,36 +183,6 @@ static json_t *bytes_json(amqp_bytes_t b)
     return j;
 }
 
-/* The basic properties as kombu's message.properties shows them (without the headers). */
-static json_t *props_json(const amqp_basic_properties_t *p)
-{
-    json_t *o = json_object();
-    if (!o)
-        return NULL;
-    struct { amqp_flags_t flag; const char *name; const amqp_bytes_t *b; } strs[] = {
-        {AMQP_BASIC_CONTENT_TYPE_FLAG, "content_type", &p->content_type},
-        {AMQP_BASIC_CONTENT_ENCODING_FLAG, "content_encoding", &p->content_encoding},
-        {AMQP_BASIC_CORRELATION_ID_FLAG, "correlation_id", &p->correlation_id},
-        {AMQP_BASIC_REPLY_TO_FLAG, "reply_to", &p->reply_to},
-        {AMQP_BASIC_EXPIRATION_FLAG, "expiration", &p->expiration},
-        {AMQP_BASIC_MESSAGE_ID_FLAG, "message_id", &p->message_id},
-        {AMQP_BASIC_TYPE_FLAG, "type", &p->type},
-        {AMQP_BASIC_USER_ID_FLAG, "user_id", &p->user_id},
-        {AMQP_BASIC_APP_ID_FLAG, "app_id", &p->app_id},
-        {AMQP_BASIC_CLUSTER_ID_FLAG, "cluster_id", &p->cluster_id},
-    };
-    for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
-        if (p->_flags & strs[i].flag)
-            json_object_set_new(o, strs[i].name, bytes_json(*strs[i].b));
-    if (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG)
-        json_object_set_new(o, "delivery_mode", json_integer(p->delivery_mode));
-    if (p->_flags & AMQP_BASIC_PRIORITY_FLAG)
-        json_object_set_new(o, "priority", json_integer(p->priority));
-    if (p->_flags & AMQP_BASIC_TIMESTAMP_FLAG)
-        json_object_set_new(o, "timestamp", json_integer((json_int_t)p->timestamp));
-    return o;
-}
-
 /* The header table as JSON, or NULL when absent or unreadable. */
 static json_t *headers_json(const amqp_basic_properties_t *p)
 {
@@ -433,7 +403,7 @@ static tbx_status lenient(tbx_mon_entry *e, const tbx_mon_delivery *d, size_t ma
                           tbx_error *err)
 {
     int nomem = 0;
-    json_t *props = props_json(d->props);
+    json_t *props = tbx_wire_props_to_json(d->props, bytes_json);
     json_t *headers = headers_json(d->props);
     if (!props)
         return oom(e, err);

@@ -62,21 +62,6 @@ const char *tbx_monitor_db_url(const tbx_config *cfg)
     return u && *u ? u : tbx_config_str(cfg, "result_backend");
 }
 
-/* The login role of a libpq URL, or NULL. malloc'd. */
-static char *url_user(const char *url)
-{
-    char *ci = tbx_pg_conninfo(url);
-    if (!ci)
-        return NULL;
-    char *user = NULL;
-    PQconninfoOption *opts = PQconninfoParse(ci, NULL);
-    for (PQconninfoOption *o = opts; o && o->keyword; o++)
-        if (!strcmp(o->keyword, "user") && o->val && *o->val)
-            user = strdup(o->val);
-    PQconninfoFree(opts);
-    free(ci);
-    return user;
-}
 
 static tbx_status run_tx(PGconn *c, const char *body, const char *what, tbx_error *err)
 {
@@ -122,8 +107,8 @@ tbx_status tbx_monitor_setup(PGconn *c, const tbx_config *cfg, tbx_error *err)
     const char *role_url = tbx_monitor_db_url(cfg);
     if (!admin || !*admin || !role_url)
         return TBX_OK; /* one role does everything: it owns the tables */
-    char *role = url_user(role_url), *owner = url_user(admin);
-    char *worker = url_user(tbx_config_str(cfg, "result_backend"));
+    char *role = tbx_pg_url_user(role_url), *owner = tbx_pg_url_user(admin);
+    char *worker = tbx_pg_url_user(tbx_config_str(cfg, "result_backend"));
     /* A monitor role of its own also reads task states (toolbox tasks); the workers' role never
      * gets more than the result table. */
     int own_role = role && (!worker || strcmp(role, worker) != 0);

@@ -16,6 +16,21 @@ char *tbx_pg_conninfo(const char *url)
     return strdup(url);
 }
 
+char *tbx_pg_url_user(const char *url)
+{
+    char *ci = tbx_pg_conninfo(url);
+    if (!ci)
+        return NULL;
+    char *user = NULL;
+    PQconninfoOption *opts = PQconninfoParse(ci, NULL);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (!strcmp(o->keyword, "user") && o->val && *o->val)
+            user = strdup(o->val);
+    PQconninfoFree(opts);
+    free(ci);
+    return user;
+}
+
 static void one_line(char *s)
 {
     size_t n = strlen(s);

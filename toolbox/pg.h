@@ -13,6 +13,9 @@ tbx_status tbx_pg_connect(const char *url, const char *app, PGconn **out, tbx_er
 /* Map a failed result to a status with "what: server message" (one line). */
 tbx_status tbx_pg_fail(PGconn *c, PGresult *r, const char *what, tbx_error *err);
 
+/* The login role of a database URL (db+ prefix allowed), or NULL. malloc'd. */
+char *tbx_pg_url_user(const char *url);
+
 /* Run a parameterless command; TBX_EDB with the server's message on failure. */
 tbx_status tbx_pg_exec(PGconn *c, const char *sql, const char *what, tbx_error *err);
 

@@ -30,21 +30,6 @@ static const char SCHEMA_SQL[] =
     " date_done TIMESTAMP WITHOUT TIME ZONE, PRIMARY KEY (id), UNIQUE (taskset_id));"
     "COMMIT;";
 
-/* The login role of a libpq URL, or NULL. malloc'd. */
-static char *url_user(const char *url)
-{
-    char *ci = tbx_pg_conninfo(url);
-    if (!ci)
-        return NULL;
-    char *user = NULL;
-    PQconninfoOption *opts = PQconninfoParse(ci, NULL);
-    for (PQconninfoOption *o = opts; o && o->keyword; o++)
-        if (!strcmp(o->keyword, "user") && o->val && *o->val)
-            user = strdup(o->val);
-    PQconninfoFree(opts);
-    free(ci);
-    return user;
-}
 
 static tbx_status grant_worker(PGconn *c, const char *role, tbx_error *err)
 {
@@ -89,7 +74,7 @@ static tbx_status setup_database(const tbx_config *cfg, tbx_error *err)
     if (st)
         PQclear(PQexec(c, "ROLLBACK"));
     if (!st && admin && *admin) {
-        char *wuser = url_user(worker), *auser = url_user(admin);
+        char *wuser = tbx_pg_url_user(worker), *auser = tbx_pg_url_user(admin);
         if (wuser && (!auser || strcmp(wuser, auser) != 0))
             st = grant_worker(c, wuser, err);
         free(wuser);

@@ -705,8 +705,10 @@ static int json_too_deep(const void *text, size_t len, int max)
     return 0;
 }
 
-static json_t *props_to_json(const amqp_basic_properties_t *p)
+json_t *tbx_wire_props_to_json(const amqp_basic_properties_t *p, json_t *(*text)(amqp_bytes_t))
 {
+    if (!text)
+        text = bytes_to_json_string;
     json_t *o = json_object();
     if (!o)
         return NULL;
@@ -720,10 +722,11 @@ static json_t *props_to_json(const amqp_basic_properties_t *p)
         {AMQP_BASIC_TYPE_FLAG, "type", &p->type},
         {AMQP_BASIC_USER_ID_FLAG, "user_id", &p->user_id},
         {AMQP_BASIC_APP_ID_FLAG, "app_id", &p->app_id},
+        {AMQP_BASIC_CLUSTER_ID_FLAG, "cluster_id", &p->cluster_id},
     };
     for (size_t i = 0; i < sizeof strs / sizeof *strs; i++)
         if (p->_flags & strs[i].flag)
-            json_object_set_new(o, strs[i].name, bytes_to_json_string(*strs[i].b));
+            json_object_set_new(o, strs[i].name, text(*strs[i].b));
     if (p->_flags & AMQP_BASIC_DELIVERY_MODE_FLAG)
         json_object_set_new(o, "delivery_mode", json_integer(p->delivery_mode));
     if (p->_flags & AMQP_BASIC_PRIORITY_FLAG)
@@ -747,7 +750,7 @@ tbx_status tbx_wire_decode(const amqp_basic_properties_t *p, const void *body, s
         return tbx_seterr(err, TBX_ENOMEM, NULL);
     m->group_index = -1;
     tbx_status st;
-    m->properties = props_to_json(p);
+    m->properties = tbx_wire_props_to_json(p, NULL);
     if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG) || p->headers.num_entries == 0) {
         st = tbx_seterr(err, TBX_EUNSUPPORTED, "no headers: not a Celery protocol v2 message");
         goto fail;

@@ -43,6 +43,10 @@ tbx_status tbx_wire_decode(const amqp_basic_properties_t *props, const void *bod
 json_t *tbx_wire_field_to_json(const amqp_field_value_t *v, int depth);
 tbx_status tbx_wire_json_to_field(amqp_pool_t *pool, const json_t *j, amqp_field_value_t *out, int depth);
 
+/* The basic properties (without the headers) as JSON, as kombu's message.properties shows them.
+ * text turns a short string into JSON (NULL: invalid UTF-8 replaced by '?'). New reference. */
+json_t *tbx_wire_props_to_json(const amqp_basic_properties_t *p, json_t *(*text)(amqp_bytes_t));
+
 /* Duplicate an amqp_bytes_t as a NUL-terminated malloc'd string (NULL on ENOMEM). */
 char *tbx_bytes_dup(amqp_bytes_t b);
 
