@@ -124,6 +124,9 @@ void tbx_put_row(tbx_worker *w, const tbx_task_msg *m, const char *id, const cha
 void tbx_put_exc_row(tbx_worker *w, const tbx_task_msg *m, const char *id, const char *status,
                      const char *type, const char *module, const char *message, const char *tb);
 
+/* strikes.c: count a redelivered task id; returns the count (0: counting is off). */
+int tbx_strike(tbx_worker *w, const char *id);
+
 /* control.c: Celery's remote control (pidbox): ping, revoke, and our interrupt. */
 tbx_status tbx_control_start(tbx_worker *w, tbx_error *err);   /* declare + consume, on each connect */
 void tbx_control_on_message(tbx_worker *w, const amqp_envelope_t *env);

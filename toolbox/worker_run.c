@@ -506,6 +506,20 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
         tbx_job_free(j);
         return;
     }
+    long long max_redeliveries = tbx_config_int(w->cfg, "worker.max_redeliveries");
+    if (j->redelivered && max_redeliveries > 0) {
+        int strikes = tbx_strike(w, msg->id);
+        if (strikes > max_redeliveries) {
+            char why[160];
+            snprintf(why, sizeof why, "delivered %d times without finishing; set aside (worker.max_redeliveries %lld)",
+                     strikes, max_redeliveries);
+            tbx_log(TBX_LOG_ERROR, "task %s[%s] %s", msg->task, msg->id, why);
+            tbx_put_exc_row(w, msg, msg->id, "FAILURE", "WorkerLostError", "billiard.exceptions", why, NULL);
+            tbx_act_after_commit(w, j, ACT_REJECT);
+            tbx_job_free(j);
+            return;
+        }
+    }
     double now = wall();
     if (expired(j, now)) {
         revoke_expired(w, j);

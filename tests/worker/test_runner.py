@@ -117,6 +117,29 @@ class Runner(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 30)
         self.assertEqual(sb.sql("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0], 6)
 
+    def test_a_task_that_keeps_killing_the_worker_is_set_aside(self):
+        state = os.path.join(sb.tmpdir, "state")
+        flags = ("--set", "worker.state_dir=%s" % state, "--set", "worker.max_redeliveries=1",
+                 "--concurrency", "1", "--hostname", "strikes@test")
+        tid = sb.send("msg.sleep", "--args", "[60]")
+        for attempt in range(2):  # the first delivery and one redelivery run, then it is set aside
+            p = sb.start_msg_worker(*flags, name="strikes-%d" % attempt)
+            self.procs.append(p)
+            S.wait_for(lambda: self.status(tid) == "STARTED" and self.row(tid)[1] is not None and
+                       pickle.loads(bytes(self.row(tid)[1]))["pid"] != getattr(self, "_last_pid", None),
+                       60, 0.05, "attempt %d to start" % attempt)
+            self._last_pid = pickle.loads(bytes(self.row(tid)[1]))["pid"]
+            p.signal(9)  # the main process dies with the task: the broker redelivers it
+            p.wait(30)
+        p = sb.start_msg_worker(*flags, name="strikes-final")
+        self.procs.append(p)
+        code, doc = sb.result(tid, timeout=60)
+        self.assertEqual((code, doc["status"]), (1, "FAILURE"), doc)
+        self.assertIn("set aside", doc["result"]["exc_message"][0])
+        self.assertEqual(sb.queue_info("msg")[0], 0)
+        code, doc = sb.result(sb.send("msg.add", "--args", "[1, 1]"), timeout=30)
+        self.assertEqual(doc["result"], 2)
+
     def test_alert_on_crash_extended_results_logfile_and_title(self):
         alert = os.path.join(sb.tmpdir, "alert.txt")
         logfile = os.path.join(sb.tmpdir, "worker.log")
