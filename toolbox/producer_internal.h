@@ -12,4 +12,9 @@ tbx_status tbx_producer_publish_raw(tbx_producer *p, const char *exchange, const
                                     const amqp_basic_properties_t *props, const void *body, size_t len,
                                     const char *id, tbx_error *err);
 
+/* While a send or flush waits (for confirms, or for a resource alarm to clear), call
+ * fn(userdata) about twice a second: the worker keeps its consumer connection's
+ * heartbeats going meanwhile. fn must not use this producer. */
+void tbx_producer_set_idle(tbx_producer *p, void (*fn)(void *), void *userdata);
+
 #endif

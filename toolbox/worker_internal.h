@@ -95,6 +95,7 @@ struct tbx_worker {
     PGconn *db;
     double db_retry_at, db_delay;
     tbx_producer *prod;
+    double hb_sent_at;        /* last heartbeat sent by hand on the consumer connection */
     tbx_batch *batch;
     double batch_since;       /* monotonic time of the oldest uncommitted row */
     action *acts;

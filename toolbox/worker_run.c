@@ -702,6 +702,39 @@ static child *pick_child(tbx_worker *w, double now)
     return best;
 }
 
+/* Is a delivery of this task id already in a pool process (after a reconnect the broker
+ * redelivers what the old connection held, while it may still be running here)? */
+static int in_pool(const tbx_worker *w, const char *id)
+{
+    for (int i = 0; i < w->concurrency; i++)
+        for (const job *j = w->children[i].head; j; j = j->next)
+            if (!strcmp(j->msg->id, id))
+                return 1;
+    return 0;
+}
+
+/* A run of id succeeded: waiting redeliveries of it need not run again. */
+static void drop_waiting_copies(tbx_worker *w, const char *id)
+{
+    job *prev = NULL;
+    for (job *j = w->ready_head, *next; j; j = next) {
+        next = j->next;
+        if (strcmp(j->msg->id, id) != 0) {
+            prev = j;
+            continue;
+        }
+        if (prev)
+            prev->next = next;
+        else
+            w->ready_head = next;
+        if (w->ready_tail == j)
+            w->ready_tail = prev;
+        tbx_log(TBX_LOG_INFO, "task %s[%s]: a redelivered copy is not run, the task just succeeded", j->msg->task, id);
+        tbx_act_after_commit(w, j, ACT_ACK);
+        tbx_job_free(j);
+    }
+}
+
 static void dispatch(tbx_worker *w, double now)
 {
     if (w->stopping)
@@ -711,7 +744,7 @@ static void dispatch(tbx_worker *w, double now)
     for (job *j = w->ready_head; j;) {
         job *next = j->next;
         tbx_handler *h = &w->handlers[j->handler];
-        if (h->opts.max_concurrency > 0 && h->running >= h->opts.max_concurrency) {
+        if ((h->opts.max_concurrency > 0 && h->running >= h->opts.max_concurrency) || in_pool(w, j->msg->id)) {
             prev = j;
             j = next;
             continue;
@@ -804,6 +837,7 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
         if (!ignore)
             tbx_put_row(w, j->msg, id, "SUCCESS", o->pickle, o->pickle_len, NULL);
         tbx_act_after_commit(w, j, ACT_ACK);
+        drop_waiting_copies(w, id);
         break;
     }
     case TBX_OUT_RETRY:
@@ -830,9 +864,9 @@ static void on_outcome(tbx_worker *w, child *c, const tbx_outcome_msg *o, double
                         cd = h->opts.retry_backoff_max;
                 }
                 if (tbx_followup_retry(w, j, cd, &err)) {
-                    tbx_log(TBX_LOG_ERROR, "task %s[%s]: cannot publish its retry (%s); rejected",
+                    tbx_log(TBX_LOG_ERROR, "task %s[%s]: cannot publish its retry (%s); returned to the queue",
                             j->msg->task, id, err.msg);
-                    tbx_act_after_commit(w, j, ACT_REJECT);
+                    tbx_act_after_commit(w, j, ACT_REQUEUE);
                     json_decref(info);
                     break;
                 }
@@ -1250,8 +1284,6 @@ int tbx_worker_run(tbx_worker *w)
             double due = fmax(w->batch_since + FLUSH_AFTER, w->db_retry_at);
             timeout = fmin(timeout, fmax(0, due - now));
         }
-        if (w->ready_head && pick_child(w, now))
-            timeout = 0;
         if (w->neta)
             timeout = fmin(timeout, fmax(0, w->eta_heap[0]->eta - wall()));
         for (int i = 0; i < w->concurrency; i++) {
