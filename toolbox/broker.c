@@ -291,6 +291,7 @@ tbx_status tbx_broker_open_tls(tbx_broker **out, const char *url, int heartbeat,
         goto fail;
     }
     amqp_set_rpc_timeout(b->conn, &tv);
+    amqp_set_handshake_timeout(b->conn, &tv); /* the login too (rabbitmq-c's default is 12 s) */
 
     /* Ask for the notifications RabbitMQ only sends to clients that advertise them. */
     amqp_table_entry_t caps[] = {

@@ -5,6 +5,15 @@
  * are tracked in a ring of `window` sequence numbers; a basic.return (which
  * RabbitMQ sends before the confirm of the same message) marks the oldest
  * unconfirmed message as unroutable.
+ *
+ * No call waits without a bound. rabbitmq-c does no background I/O, so every
+ * flush first reads what has arrived (which also lets the library send a due
+ * heartbeat), a publish waits while the broker reports connection.blocked
+ * (resource alarm) instead of filling the socket, and a publish first reads
+ * when nothing has been received for a heartbeat interval: rabbitmq-c 0.11's
+ * amqp_basic_publish polls with an infinite timeout once the receive-heartbeat
+ * deadline has passed (its bug #780, fixed in 0.14), which on a dead link
+ * hangs forever; a read with a zero timeout reports the heartbeat timeout.
  */
 #include "toolbox/producer.h"
 
@@ -33,6 +42,9 @@ struct tbx_producer {
     uint64_t returned_pending;   /* basic.return frames not yet matched to a confirm */
     unsigned long long confirmed;
     unsigned long long failed_nack, failed_return;
+    double rx_at;                /* a read got fresh bytes from the socket then (monotonic s) */
+    void (*idle)(void *);        /* called while waiting for confirms or an unblock */
+    void *idle_ud;
     tbx_status first_fail;
     char first_fail_id[TBX_TASK_ID_LEN + 1];
     char (*ids)[TBX_TASK_ID_LEN + 1]; /* task id of each slot, for messages */
@@ -94,6 +106,7 @@ tbx_status tbx_producer_open(tbx_producer **out, const tbx_config *cfg, unsigned
         tbx_producer_close(p);
         return st;
     }
+    p->rx_at = mono_now(); /* the RPC reply was just read */
     *out = p;
     return TBX_OK;
 }
@@ -216,6 +229,28 @@ static tbx_status pump(tbx_producer *p, double timeout, tbx_error *err)
     }
 }
 
+/* Read what has arrived without waiting: confirms, returns, connection.blocked and
+ * unblocked, heartbeats (the library also sends one when it is due). A dead
+ * link whose heartbeat deadline has passed is reported here (TBX_EBROKER). */
+static tbx_status drain(tbx_producer *p, tbx_error *err)
+{
+    if (p->b->broken)
+        return tbx_seterr(err, TBX_EBROKER, "the broker connection to %s is broken; reopen the producer",
+                          p->b->masked_url);
+    /* With nothing buffered, a frame can only come from a fresh read of the socket. */
+    int fresh = !amqp_data_in_buffer(p->b->conn) && !amqp_frames_enqueued(p->b->conn);
+    double t = mono_now();
+    int frames = 0;
+    tbx_status st;
+    while ((st = pump(p, 0, err)) == TBX_OK)
+        frames++;
+    if (st != TBX_ETIMEOUT)
+        return st;
+    if (fresh && frames)
+        p->rx_at = t;
+    return TBX_OK;
+}
+
 static tbx_status wait_until(tbx_producer *p, uint64_t low_target, double timeout, tbx_error *err)
 {
     double deadline = mono_now() + timeout;
@@ -224,11 +259,19 @@ static tbx_status wait_until(tbx_producer *p, uint64_t low_target, double timeou
         if (left <= 0)
             return tbx_seterr(err, TBX_ETIMEOUT, "no publisher confirm from the broker within %.1f s",
                               timeout);
-        tbx_status st = pump(p, left < 1.0 ? left : 1.0, err);
+        tbx_status st = pump(p, left < 0.5 ? left : 0.5, err);
         if (st && st != TBX_ETIMEOUT)
             return st;
+        if (p->idle)
+            p->idle(p->idle_ud);
     }
     return TBX_OK;
+}
+
+void tbx_producer_set_idle(tbx_producer *p, void (*fn)(void *), void *userdata)
+{
+    p->idle = fn;
+    p->idle_ud = userdata;
 }
 
 /* Publish an encoded message (mandatory) and track its confirm. */
@@ -246,10 +289,32 @@ static tbx_status publish_encoded(tbx_producer *p, const char *exchange, const c
             return st;
     }
     /* Now and then drain the confirms that have arrived, without blocking: it
-     * also services heartbeats (rabbitmq-c only does that inside its calls). */
-    if ((p->next_seq & 63) == 0)
-        while (pump(p, 0, NULL) == TBX_OK)
-            ;
+     * also services heartbeats (rabbitmq-c only does that inside its calls).
+     * And always when nothing fresh was read for a heartbeat interval: the
+     * receive deadline (last read + 2 intervals) may then be near, and past it
+     * amqp_basic_publish would wait forever on a dead link (#780, see above). */
+    int hb = amqp_get_heartbeat(p->b->conn);
+    if ((p->next_seq & 63) == 0 || (hb > 0 && mono_now() - p->rx_at >= hb)) {
+        tbx_status st = drain(p, err);
+        if (st)
+            return st;
+    }
+    /* A resource alarm: the broker reads nothing from publishers until it
+     * clears. Wait for connection.unblocked rather than fill the socket. */
+    if (p->b->blocked) {
+        double deadline = mono_now() + timeout;
+        while (p->b->blocked) {
+            double left = deadline - mono_now();
+            if (left <= 0)
+                return tbx_seterr(err, TBX_ETIMEOUT,
+                                  "the broker has blocked publishing (resource alarm) for %.1f s", timeout);
+            tbx_status st = pump(p, left < 0.5 ? left : 0.5, err);
+            if (st && st != TBX_ETIMEOUT)
+                return st;
+            if (p->idle)
+                p->idle(p->idle_ud);
+        }
+    }
     if (p->b->broken)
         return tbx_seterr(err, TBX_EBROKER, "the broker connection was lost");
     size_t max = (size_t)tbx_config_int(p->cfg, "max_message_bytes");
@@ -294,7 +359,12 @@ tbx_status tbx_producer_publish_raw(tbx_producer *p, const char *exchange, const
 
 tbx_status tbx_producer_flush(tbx_producer *p, double timeout, tbx_error *err)
 {
-    tbx_status st = wait_until(p, p->next_seq, timeout, err);
+    /* Service the connection even when nothing is pending: an idle producer
+     * that never reads or writes misses heartbeats and the broker drops it. */
+    tbx_status st = drain(p, err);
+    if (st)
+        return st;
+    st = wait_until(p, p->next_seq, timeout, err);
     if (st)
         return st;
     if (p->first_fail) {
