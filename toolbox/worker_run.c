@@ -547,7 +547,7 @@ static void read_broker(tbx_worker *w)
         struct timeval zero = {0, 0};
         int rc = amqp_simple_wait_frame_noblock(w->b->conn, &f, &zero);
         if (rc == AMQP_STATUS_TIMEOUT)
-            return;
+            break;
         if (rc != AMQP_STATUS_OK) {
             broker_lost(w, amqp_error_string2(rc));
             return;
@@ -599,7 +599,8 @@ static void read_broker(tbx_worker *w)
             break;
         }
     }
-    amqp_maybe_release_buffers(w->b ? w->b->conn : NULL);
+    if (w->b)
+        amqp_maybe_release_buffers(w->b->conn);
 }
 
 /* ---- the pool ------------------------------------------------------------------------ */
