@@ -10,7 +10,8 @@
  *       poll SELECT count(*) ... WHERE status='SUCCESS' ($TOOLBOX_DATABASE_ADMIN_URL) until N rows,
  *       and print the drain rate measured as celery_anchor.py measures it (rows finished between the
  *       first poll that saw any and the poll that saw N, over that time), plus the rate from the
- *       rows' own date_done span.
+ *       rows' own date_done span (rows committed after the first commit, over the time from the first
+ *       commit to the last: exact, where polling is coarse for short drains).
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -86,19 +87,24 @@ static int cmd_wait(int argc, char **argv)
         }
         sleep_ms(poll_ms);
     }
+    /* Rows committed after the first commit, over the time from the first commit to the last
+     * (date_done is the committing transaction's start, so rows of one batch share it). */
     PGresult *r = db_exec(db,
-                          "SELECT count(*), extract(epoch FROM max(date_done) - min(date_done)) "
-                          "FROM celery_taskmeta WHERE status = 'SUCCESS'",
+                          "WITH s AS (SELECT date_done FROM celery_taskmeta WHERE status = 'SUCCESS'), "
+                          "m AS (SELECT min(date_done) AS lo, max(date_done) AS hi FROM s) "
+                          "SELECT count(*), count(*) FILTER (WHERE s.date_done = m.lo), "
+                          "extract(epoch FROM m.hi - m.lo) FROM s, m GROUP BY m.lo, m.hi",
                           PGRES_TUPLES_OK);
-    long rows = atol(PQgetvalue(r, 0, 0));
-    double span = atof(PQgetvalue(r, 0, 1));
+    long rows = PQntuples(r) ? atol(PQgetvalue(r, 0, 0)) : 0;
+    long first_rows = PQntuples(r) ? atol(PQgetvalue(r, 0, 1)) : 0;
+    double span = PQntuples(r) ? atof(PQgetvalue(r, 0, 2)) : 0;
     PQclear(r);
     PQfinish(db);
     double poll_rate = end_t > first_t ? (double)(cur - first_n) / (end_t - first_t) : 0;
-    double span_rate = span > 0 ? (double)(rows - 1) / span : 0;
+    double span_rate = span > 0 ? (double)(rows - first_rows) / span : 0;
     printf("bench-wait-results tasks_per_s=%.1f span_tasks_per_s=%.1f n=%ld first_seen=%ld "
-           "drain_seconds=%.3f date_done_span=%.3f wait_seconds=%.3f\n",
-           poll_rate, span_rate, cur, first_n, end_t - first_t, span, end_t - start);
+           "drain_seconds=%.3f date_done_span=%.3f first_commit_rows=%ld wait_seconds=%.3f\n",
+           poll_rate, span_rate, cur, first_n, end_t - first_t, span, first_rows, end_t - start);
     return 0;
 }
 

@@ -59,6 +59,9 @@ if build build-ci -DTOOLBOX_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
     record "toolbox setup" $?
     stage "unit and integration tests"
     run_ctest build-ci tests
+    stage "benchmarks, short form (figures reported, not judged)"
+    BUILD_DIR=build-ci timeout 600 bash bench/run.sh --quick
+    record "bench/run.sh --quick" $?
 else
     record build 1
 fi
