@@ -120,6 +120,9 @@ int main(int argc, char **argv)
         for (int i = 2; i < argc; i++) {
             amqp_bytes_t q = amqp_cstring_bytes(argv[i]);
             if (!strcmp(cmd, "purge")) {
+                /* A fresh sandbox may not have the queue yet: declare it as kombu does. */
+                amqp_queue_declare(conn, 1, q, 0, 1, 0, 0, amqp_empty_table);
+                bench_check_reply(amqp_get_rpc_reply(conn), "queue.declare");
                 amqp_queue_purge_ok_t *ok = amqp_queue_purge(conn, 1, q);
                 bench_check_reply(amqp_get_rpc_reply(conn), "queue.purge");
                 printf("purged %s %u\n", argv[i], ok->message_count);
