@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Run every test of the project on this machine, from nothing:
 #   install missing packages, start the project's own RabbitMQ and PostgreSQL,
-#   build with warnings as errors, run the unit and integration tests, run them
-#   again under AddressSanitizer + UndefinedBehaviorSanitizer, then run each
-#   libFuzzer target briefly on its seed corpus.
+#   build with warnings as errors, run the unit and integration tests, the short
+#   benchmark and the quick fault-injection suite, run the tests again under
+#   AddressSanitizer + UndefinedBehaviorSanitizer, then run each libFuzzer target
+#   briefly on its seed corpus.
 # Usage: bash scripts/test.sh [--quick]   (--quick: skip the sanitizer and fuzz stages)
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -62,6 +63,12 @@ if build build-ci -DTOOLBOX_WERROR=ON -DCMAKE_BUILD_TYPE=RelWithDebInfo; then
     stage "benchmarks, short form (figures reported, not judged)"
     BUILD_DIR=build-ci timeout 600 bash bench/run.sh --quick
     record "bench/run.sh --quick" $?
+    stage "fault injection, quick form (tests/faults/run --quick; own services on other ports)"
+    timeout 1200 /usr/bin/python3 tests/faults/run --quick --bin-dir build-ci/bin \
+        --producer build-ci/tests/fault-producer --work-dir build-ci/faults-quick
+    rc=$?
+    [[ $rc -ne 0 ]] && tail -n 40 build-ci/faults-quick/report.md 2>/dev/null
+    record "tests/faults/run --quick" $rc
 else
     record build 1
 fi

@@ -22,13 +22,6 @@
 
 #define REVOKED_MAX 10000
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static double wall_now(void)
 {
     struct timespec ts;
@@ -187,7 +180,7 @@ static json_t *job_info(const tbx_worker *w, const job *j, pid_t pid)
                           j->msg->routing_key, "priority", j->msg->priority, "redelivered", j->redelivered);
     if (o && pid > 0) {
         json_object_set_new(o, "worker_pid", json_integer(pid));
-        json_object_set_new(o, "time_start", json_real(wall_now() - (mono_now() - j->started)));
+        json_object_set_new(o, "time_start", json_real(wall_now() - (tbx_mono() - j->started)));
     }
     return o;
 }
@@ -231,7 +224,7 @@ static json_t *inspect(tbx_worker *w, const char *method)
             if (w->children[i].pid > 0)
                 json_array_append_new(procs, json_integer(w->children[i].pid));
         return json_pack("{s:o, s:i, s:s, s:i, s:{s:i, s:o, s:s}, s:i, s:{s:s}}", "total", total, "pid",
-                         (int)getpid(), "clock", "0", "uptime", (int)(mono_now() - w->started_mono), "pool",
+                         (int)getpid(), "clock", "0", "uptime", (int)(tbx_mono() - w->started_mono), "pool",
                          "max-concurrency", w->concurrency, "processes", procs, "implementation",
                          "toolbox:prefork", "prefetch_count", w->prefetch, "broker", "transport", "amqp");
     }

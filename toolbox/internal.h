@@ -34,4 +34,11 @@ int tbx_buf_putc(tbx_buf *b, unsigned char c);
 int tbx_buf_printf(tbx_buf *b, const char *fmt, ...) TBX_PRINTF(2, 3);
 void tbx_buf_free(tbx_buf *b);
 
+/* clock.c: seconds on the monotonic clock; a random delay in [0, upto) for spreading retries
+ * (rand(): seed it once per process); wait up to seconds for fd to become readable
+ * (1 readable, 0 timed out, -1 poll failed). */
+double tbx_mono(void);
+double tbx_jitter(double upto);
+int tbx_wait_readable(int fd, double seconds);
+
 #endif

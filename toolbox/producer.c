@@ -50,13 +50,6 @@ struct tbx_producer {
     char (*ids)[TBX_TASK_ID_LEN + 1]; /* task id of each slot, for messages */
 };
 
-static double mono_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 tbx_status tbx_producer_open(tbx_producer **out, const tbx_config *cfg, unsigned flags,
                              tbx_error *err)
 {
@@ -106,7 +99,7 @@ tbx_status tbx_producer_open(tbx_producer **out, const tbx_config *cfg, unsigned
         tbx_producer_close(p);
         return st;
     }
-    p->rx_at = mono_now(); /* the RPC reply was just read */
+    p->rx_at = tbx_mono(); /* the RPC reply was just read */
     *out = p;
     return TBX_OK;
 }
@@ -239,7 +232,7 @@ static tbx_status drain(tbx_producer *p, tbx_error *err)
                           p->b->masked_url);
     /* With nothing buffered, a frame can only come from a fresh read of the socket. */
     int fresh = !amqp_data_in_buffer(p->b->conn) && !amqp_frames_enqueued(p->b->conn);
-    double t = mono_now();
+    double t = tbx_mono();
     int frames = 0;
     tbx_status st;
     while ((st = pump(p, 0, err)) == TBX_OK)
@@ -253,9 +246,9 @@ static tbx_status drain(tbx_producer *p, tbx_error *err)
 
 static tbx_status wait_until(tbx_producer *p, uint64_t low_target, double timeout, tbx_error *err)
 {
-    double deadline = mono_now() + timeout;
+    double deadline = tbx_mono() + timeout;
     while (p->low < low_target) {
-        double left = deadline - mono_now();
+        double left = deadline - tbx_mono();
         if (left <= 0)
             return tbx_seterr(err, TBX_ETIMEOUT, "no publisher confirm from the broker within %.1f s",
                               timeout);
@@ -294,7 +287,7 @@ static tbx_status publish_encoded(tbx_producer *p, const char *exchange, const c
      * receive deadline (last read + 2 intervals) may then be near, and past it
      * amqp_basic_publish would wait forever on a dead link (#780, see above). */
     int hb = amqp_get_heartbeat(p->b->conn);
-    if ((p->next_seq & 63) == 0 || (hb > 0 && mono_now() - p->rx_at >= hb)) {
+    if ((p->next_seq & 63) == 0 || (hb > 0 && tbx_mono() - p->rx_at >= hb)) {
         tbx_status st = drain(p, err);
         if (st)
             return st;
@@ -302,9 +295,9 @@ static tbx_status publish_encoded(tbx_producer *p, const char *exchange, const c
     /* A resource alarm: the broker reads nothing from publishers until it
      * clears. Wait for connection.unblocked rather than fill the socket. */
     if (p->b->blocked) {
-        double deadline = mono_now() + timeout;
+        double deadline = tbx_mono() + timeout;
         while (p->b->blocked) {
-            double left = deadline - mono_now();
+            double left = deadline - tbx_mono();
             if (left <= 0)
                 return tbx_seterr(err, TBX_ETIMEOUT,
                                   "the broker has blocked publishing (resource alarm) for %.1f s", timeout);

@@ -205,13 +205,6 @@ static int send_outcome(int fd, int outcome, double countdown, double runtime,
     return rc;
 }
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Report an exception outcome: pickle the exception dict, send the details. */
 static int send_exception(int fd, const tbx_task *t, double runtime, const char *hostname)
 {
@@ -247,7 +240,7 @@ static void run_one(int fd, const tbx_pool_env *env, uint32_t hidx, int32_t retr
     tbx_task t = {0};
     t.id = id;
     t.retries = retries;
-    double t0 = mono();
+    double t0 = tbx_mono();
     json_t *b = hidx < env->nhandlers ? json_loadb(body, body_len, 0, NULL) : NULL;
     if (!b || !json_is_array(b) || json_array_size(b) < 2) {
         /* The main process validated the body; this only guards the child. */
@@ -272,7 +265,7 @@ static void run_one(int fd, const tbx_pool_env *env, uint32_t hidx, int32_t retr
     h->fn(&t, json_array_get(b, 0), json_array_get(b, 1), h->userdata);
     if (!t.outcome)
         t.outcome = TBX_OUT_SUCCESS;
-    double runtime = mono() - t0;
+    double runtime = tbx_mono() - t0;
     if (t.outcome == TBX_OUT_SUCCESS) {
         json_t *res = t.result ? t.result : json_null();
         if (hk && hk->on_success)

@@ -34,13 +34,6 @@
 #define SHORT_TASK 0.005      /* a running head younger than this may have tasks queued behind it */
 #define PARK_MAX_SHIFT 12      /* delay queues hold park_min_ttl * 2^k seconds, k <= 12 */
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static double wall(void)
 {
     struct timespec ts;
@@ -112,7 +105,7 @@ void tbx_put_row(tbx_worker *w, const tbx_task_msg *m, const char *id, const cha
                  const unsigned char *pk, size_t len, const char *tb)
 {
     if (tbx_batch_len(w->batch) == 0)
-        w->batch_since = mono();
+        w->batch_since = tbx_mono();
     tbx_row_ext ext = {0}, *e = NULL;
     char *args = NULL, *kwargs = NULL;
     if (w->result_extended && m) {
@@ -291,14 +284,14 @@ fail:
 
 static void broker_lost(tbx_worker *w, const char *why)
 {
-    tbx_log(TBX_LOG_ERROR, "broker connection lost: %s; reconnecting in %.0f s", why, w->reconnect_delay);
+    double wait = w->reconnect_delay + tbx_jitter(1);
+    tbx_log(TBX_LOG_ERROR, "broker connection lost: %s; reconnecting in %.1f s", why, wait);
     tbx_broker_close(w->b);
     w->b = NULL;
     w->consuming = 0;
     drop_unstarted(w);
     w->nacts = 0; /* their tags died with the channel */
-    double jitter = (double)(rand() % 1000) / 1000.0;
-    w->reconnect_at = mono() + w->reconnect_delay + jitter;
+    w->reconnect_at = tbx_mono() + wait;
     w->reconnect_delay = fmin(w->reconnect_delay * 2, 30);
 }
 
@@ -1179,6 +1172,33 @@ static void handle_signals(tbx_worker *w)
         }
 }
 
+/* Connect to the database and the broker at start-up. Services started together come up in any
+ * order, so an unreachable one is retried (doubling delay with jitter) for startup_retry seconds.
+ * 0 connected, -1 gave up (err says why), 1 a signal asked us to stop meanwhile. */
+static int startup_connect(tbx_worker *w, tbx_error *err)
+{
+    double give_up = tbx_mono() + tbx_config_double(w->cfg, "startup_retry");
+    double delay = 1;
+    for (;;) {
+        tbx_status st = TBX_OK;
+        if (!w->db) {
+            st = tbx_pg_connect(tbx_config_str(w->cfg, "result_backend"), w->hostname, &w->db, err);
+            if (!st)
+                PQclear(PQexec(w->db, "SET TIME ZONE 'UTC'"));
+        }
+        if (!st && !(st = connect_broker(w, err)))
+            return 0;
+        double left = give_up - tbx_mono();
+        if (left <= 0)
+            return -1;
+        double wait = fmin(delay + tbx_jitter(1), left);
+        tbx_log(TBX_LOG_ERROR, "%s (starting: retrying in %.1f s, giving up in %.0f s)", err->msg, wait, left);
+        if (tbx_wait_readable(w->sigpipe[0], wait) > 0)
+            return 1;
+        delay = fmin(delay * 2, 30);
+    }
+}
+
 int tbx_worker_run(tbx_worker *w)
 {
     tbx_error err = {0};
@@ -1198,15 +1218,15 @@ int tbx_worker_run(tbx_worker *w)
         if (spawn(w, &w->children[i]))
             return 1;
     w->db_delay = 0.5;
-    if (tbx_pg_connect(tbx_config_str(w->cfg, "result_backend"), w->hostname, &w->db, &err)) {
-        tbx_log(TBX_LOG_ERROR, "%s", err.msg);
-        return 1;
-    }
-    PQclear(PQexec(w->db, "SET TIME ZONE 'UTC'"));
-    if (connect_broker(w, &err)) {
-        tbx_log(TBX_LOG_ERROR, "%s", err.msg);
+    int up = startup_connect(w, &err);
+    if (up) {
+        if (up < 0)
+            tbx_log(TBX_LOG_ERROR, "%s", err.msg);
+        else
+            tbx_log(TBX_LOG_INFO, "stopped by a signal while connecting at start-up");
         PQfinish(w->db);
-        return 1;
+        w->db = NULL;
+        return up < 0 ? 1 : 0;
     }
     char qs[256] = "";
     size_t off = 0;
@@ -1214,13 +1234,13 @@ int tbx_worker_run(tbx_worker *w)
         off += (size_t)snprintf(qs + off, sizeof qs - off, "%s%s", i ? "," : "", w->queues[i]);
     tbx_log(TBX_LOG_INFO, "%s ready: queues %s, concurrency %d, prefetch %d, %zu tasks registered", w->hostname,
             qs, w->concurrency, w->prefetch, w->nhandlers);
-    w->started_mono = mono();
+    w->started_mono = tbx_mono();
     double last_title = 0;
     struct pollfd *pfds = calloc((size_t)w->concurrency + 2, sizeof *pfds);
     if (!pfds)
         return 1;
     for (;;) {
-        double now = mono();
+        double now = tbx_mono();
         handle_signals(w);
         if (w->stopping == 2)
             break;
@@ -1232,8 +1252,9 @@ int tbx_worker_run(tbx_worker *w)
             stop_step(w);
         if (!w->b && !w->stopping && now >= w->reconnect_at) {
             if (connect_broker(w, &err)) {
-                tbx_log(TBX_LOG_ERROR, "%s", err.msg);
-                w->reconnect_at = now + w->reconnect_delay;
+                double wait = w->reconnect_delay + tbx_jitter(1);
+                tbx_log(TBX_LOG_ERROR, "%s (retrying in %.1f s)", err.msg, wait);
+                w->reconnect_at = now + wait;
                 w->reconnect_delay = fmin(w->reconnect_delay * 2, 30);
             } else {
                 tbx_log(TBX_LOG_INFO, "reconnected to the broker");
@@ -1242,7 +1263,7 @@ int tbx_worker_run(tbx_worker *w)
         if (w->b)
             read_broker(w);
         due_etas(w);
-        now = mono();
+        now = tbx_mono();
         dispatch(w, now);
         for (int i = 0; i < w->concurrency; i++) {
             child *c = &w->children[i];
@@ -1299,7 +1320,7 @@ int tbx_worker_run(tbx_worker *w)
         int pr = poll(pfds, (nfds_t)nf, (int)ceil(timeout * 1000));
         if (pr < 0 && errno != EINTR)
             break;
-        now = mono();
+        now = tbx_mono();
         (void)bfd;
         for (int k = 1; pr > 0 && k < nf; k++) {
             if (k == bfd || !(pfds[k].revents & (POLLIN | POLLHUP | POLLERR | POLLOUT)))

@@ -34,18 +34,6 @@
 #define STOP_GRACE 30.0    /* seconds a warm stop may wait for the database */
 #define STATS_EVERY 60.0   /* seconds between progress lines in the log */
 
-static double mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static double jitter(double upto)
-{
-    return upto * (double)(rand() % 1000) / 1000.0;
-}
-
 static monitor *sig_monitor;
 
 static void on_signal(int sig)
@@ -91,13 +79,14 @@ fail:
 
 static void broker_lost(monitor *m, const char *why)
 {
-    tbx_log(TBX_LOG_ERROR, "broker connection lost: %s; reconnecting in %.0f s", why, m->reconnect_delay);
+    double wait = m->reconnect_delay + tbx_jitter(1);
+    tbx_log(TBX_LOG_ERROR, "broker connection lost: %s; reconnecting in %.1f s", why, wait);
     tbx_broker_close(m->b);
     m->b = NULL;
     m->consuming = 0;
     /* What this connection delivered and we did not acknowledge comes back from the broker. */
     tbx_mon_batch_reset(m->fill);
-    m->reconnect_at = mono() + m->reconnect_delay + jitter(1);
+    m->reconnect_at = tbx_mono() + wait;
     m->reconnect_delay = fmin(m->reconnect_delay * 2, 30);
 }
 
@@ -109,7 +98,7 @@ static void nack_requeue(monitor *m, uint64_t tag)
 
 static void on_delivery(monitor *m, const amqp_basic_deliver_t *d, const amqp_message_t *msg)
 {
-    double now = mono();
+    double now = tbx_mono();
     if (m->received++ == 0)
         m->first_delivery = now;
     tbx_mon_delivery dv = {&msg->properties, msg->body.bytes, msg->body.len, d->exchange,
@@ -216,7 +205,7 @@ static void db_failed(monitor *m, const char *msg, double now)
     }
     tbx_log(TBX_LOG_ERROR, "%s (retrying in %.1f s; nothing is acknowledged meanwhile)", msg, m->db_delay);
     m->db_down = 1;
-    m->db_retry_at = now + m->db_delay + jitter(m->db_delay / 4);
+    m->db_retry_at = now + m->db_delay + tbx_jitter(m->db_delay / 4);
     m->db_delay = fmin(m->db_delay * 2, 30);
 }
 
@@ -267,7 +256,7 @@ static void ack_flight(monitor *m)
         return;
     }
     m->acked += n;
-    m->last_ack = mono();
+    m->last_ack = tbx_mono();
 }
 
 static void finish_flight(monitor *m, double now)
@@ -276,7 +265,7 @@ static void finish_flight(monitor *m, double now)
     tbx_mon_counts c;
     tbx_status st = tbx_mon_batch_finish(m->flight, m->db, &c, &err);
     m->flight_sent = 0;
-    m->db_busy += mono() - m->flight_at;
+    m->db_busy += tbx_mono() - m->flight_at;
     m->batches++;
     if (st) {
         db_failed(m, err.msg, now);
@@ -363,7 +352,7 @@ static void begin_stop(monitor *m, int cold, const char *why)
         return;
     tbx_log(TBX_LOG_INFO, "warm shutdown (%s): recording what was received, then leaving", why);
     m->stopping = 1;
-    m->stop_deadline = mono() + STOP_GRACE;
+    m->stop_deadline = tbx_mono() + STOP_GRACE;
 }
 
 static void handle_signals(monitor *m)
@@ -424,6 +413,28 @@ static int stop_done(monitor *m, double now)
     return 0;
 }
 
+/* Connect to the database and the broker at start-up. Services started together come up in any
+ * order, so an unreachable one is retried (doubling delay with jitter) for startup_retry seconds.
+ * 0 connected, -1 gave up (err says why), 1 a signal asked us to stop meanwhile. */
+static int startup_connect(monitor *m, tbx_error *err)
+{
+    double give_up = tbx_mono() + tbx_config_double(m->cfg, "startup_retry");
+    double delay = 1;
+    for (;;) {
+        tbx_status st = m->db ? TBX_OK : connect_db(m, err);
+        if (!st && !(st = connect_broker(m, err)))
+            return 0;
+        double left = give_up - tbx_mono();
+        if (left <= 0)
+            return -1;
+        double wait = fmin(delay + tbx_jitter(1), left);
+        tbx_log(TBX_LOG_ERROR, "%s (starting: retrying in %.1f s, giving up in %.0f s)", err->msg, wait, left);
+        if (tbx_wait_readable(m->sigpipe[0], wait) > 0)
+            return 1;
+        delay = fmin(delay * 2, 30);
+    }
+}
+
 /* ---- the loop ------------------------------------------------------------------------------------ */
 
 int monitor_run(monitor *m)
@@ -442,20 +453,25 @@ int monitor_run(monitor *m)
     }
     m->db_delay = 0.5;
     m->reconnect_delay = 1;
-    if (connect_db(m, &err) || connect_broker(m, &err)) {
-        tbx_log(TBX_LOG_ERROR, "%s", err.msg);
+    int up = startup_connect(m, &err);
+    if (up) {
+        if (up < 0)
+            tbx_log(TBX_LOG_ERROR, "%s", err.msg);
+        else
+            tbx_log(TBX_LOG_INFO, "stopped by a signal while connecting at start-up");
         PQfinish(m->db);
+        m->db = NULL;
         tbx_mon_batch_free(m->fill);
         tbx_mon_batch_free(m->flight);
-        return 1;
+        return up < 0 ? 1 : 0;
     }
     tbx_log(TBX_LOG_INFO, "%s ready: queue %s, batches of %zu messages or %.0f ms, prefetch %d", m->name, m->queue,
             m->batch_size, m->batch_s * 1000, m->prefetch);
-    double last_title = 0, last_stats = mono();
+    double last_title = 0, last_stats = tbx_mono();
     unsigned long long stats_seen = 0;
     int rc = 0;
     for (;;) {
-        double now = mono();
+        double now = tbx_mono();
         handle_signals(m);
         if (!m->stopping && m->max_messages > 0 && (long long)m->acked >= m->max_messages)
             begin_stop(m, 0, "--max-messages reached");
@@ -465,8 +481,9 @@ int monitor_run(monitor *m)
             break;
         if (!m->b && !m->stopping && now >= m->reconnect_at) {
             if (connect_broker(m, &err)) {
-                tbx_log(TBX_LOG_ERROR, "%s (retrying in %.0f s)", err.msg, m->reconnect_delay);
-                m->reconnect_at = now + m->reconnect_delay + jitter(1);
+                double wait = m->reconnect_delay + tbx_jitter(1);
+                tbx_log(TBX_LOG_ERROR, "%s (retrying in %.1f s)", err.msg, wait);
+                m->reconnect_at = now + wait;
                 m->reconnect_delay = fmin(m->reconnect_delay * 2, 30);
             } else {
                 tbx_log(TBX_LOG_INFO, "reconnected to the broker: consuming %s again", m->queue);
@@ -475,7 +492,7 @@ int monitor_run(monitor *m)
         if (m->b)
             read_broker(m);
         int drained = !m->b || (!amqp_data_in_buffer(m->b->conn) && !amqp_frames_enqueued(m->b->conn));
-        now = mono();
+        now = tbx_mono();
         if (m->flight_sent && m->db) {
             int r = tbx_mon_batch_ready(m->flight, m->db);
             if (r != 0)
@@ -524,7 +541,7 @@ int monitor_run(monitor *m)
             (!PQconsumeInput(m->db) || PQstatus(m->db) == CONNECTION_BAD)) {
             PQfinish(m->db);
             m->db = NULL;
-            db_failed(m, "database connection lost while idle", mono());
+            db_failed(m, "database connection lost while idle", tbx_mono());
         }
     }
     if (m->b) {
