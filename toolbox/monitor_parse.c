@@ -15,6 +15,7 @@
 #include <string.h>
 
 #include "monitor_db.h"
+#include "toolbox/monitor.h"
 #include "toolbox/pickle.h"
 #include "wire.h"
 
@@ -22,6 +23,14 @@
 
 static const char CT_JSON[] = "application/json";
 static const char CT_PICKLE[] = "application/x-python-serialize";
+
+static void parked_clear(tbx_mon_parked *p)
+{
+    char **ps[] = {&p->reason, &p->task_id, &p->routing_key, &p->exchange, &p->properties, &p->headers};
+    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++)
+        free(*ps[i]);
+    memset(p, 0, sizeof *p);
+}
 
 void tbx_mon_entry_clear(tbx_mon_entry *e)
 {
@@ -32,10 +41,7 @@ void tbx_mon_entry_clear(tbx_mon_entry *e)
                    &t->root_id, &t->creator_id, &t->related_object_id};
     for (size_t i = 0; i < sizeof ts / sizeof *ts; i++)
         free(*ts[i]);
-    tbx_mon_parked *p = &e->parked;
-    char **ps[] = {&p->reason, &p->task_id, &p->routing_key, &p->exchange, &p->properties, &p->headers};
-    for (size_t i = 0; i < sizeof ps / sizeof *ps; i++)
-        free(*ps[i]);
+    parked_clear(&e->parked);
     free(e->body);
     memset(e, 0, sizeof *e);
 }
@@ -449,8 +455,98 @@ static tbx_status lenient(tbx_mon_entry *e, const tbx_mon_delivery *d, size_t ma
     return nomem ? oom(e, err) : TBX_OK;
 }
 
+static int key_is(amqp_bytes_t k, const char *name)
+{
+    return k.len == strlen(name) && !memcmp(k.bytes, name, k.len);
+}
+
+static amqp_bytes_t field_text(const amqp_field_value_t *v)
+{
+    if (v->kind == AMQP_FIELD_KIND_UTF8 || v->kind == AMQP_FIELD_KIND_BYTES)
+        return v->value.bytes;
+    return amqp_empty_bytes;
+}
+
+/* A message a worker moved aside (toolbox/aside.c, TBX_ASIDE_* headers): read the original - its
+ * headers without the aside ones, its first exchange and routing key - as any delivery (the task row,
+ * if readable, is a get-or-create like any copy) and park it with the worker's reason, so that a
+ * replay publishes the original where it first went. When we cannot read it either, the platform
+ * queue's own copy is parked already and this one only counts as a copy of the task. */
+static tbx_status from_aside(const tbx_mon_delivery *d, size_t max_body, tbx_mon_entry *out, tbx_error *err)
+{
+    const amqp_table_t *h = &d->props->headers;
+    amqp_table_entry_t *kept = malloc(((size_t)h->num_entries + 1) * sizeof *kept);
+    if (!kept) {
+        memset(out, 0, sizeof *out);
+        return tbx_seterr(err, TBX_ENOMEM, "out of memory reading a message");
+    }
+    amqp_bytes_t reason = amqp_empty_bytes, worker = amqp_empty_bytes;
+    tbx_mon_delivery orig = *d;
+    int n = 0;
+    size_t plen = strlen(TBX_ASIDE_PREFIX);
+    for (int i = 0; i < h->num_entries; i++) {
+        const amqp_table_entry_t *e = &h->entries[i];
+        if (e->key.len < plen || memcmp(e->key.bytes, TBX_ASIDE_PREFIX, plen)) {
+            kept[n++] = *e;
+            continue;
+        }
+        if (key_is(e->key, TBX_ASIDE_REASON))
+            reason = field_text(&e->value);
+        else if (key_is(e->key, TBX_ASIDE_WORKER))
+            worker = field_text(&e->value);
+        else if (key_is(e->key, TBX_ASIDE_EXCHANGE))
+            orig.exchange = field_text(&e->value);
+        else if (key_is(e->key, TBX_ASIDE_ROUTING))
+            orig.routing_key = field_text(&e->value);
+    }
+    amqp_basic_properties_t props = *d->props;
+    props.headers.num_entries = n;
+    props.headers.entries = kept;
+    orig.props = &props;
+    tbx_status st = tbx_mon_parse(&orig, max_body, out, err); /* no aside headers left: no recursion */
+    if (st || (out->has_parked && orig.exchange.len)) {
+        /* Unreadable to us as well: the copy the exchange gave the platform queue is parked (or was)
+         * with our own reason; a second row would only invite a second replay. */
+        if (!st) {
+            parked_clear(&out->parked);
+            out->has_parked = 0;
+        }
+        free(kept);
+        return st;
+    }
+    char *r = clean_text(reason.bytes, reason.len), *wk = clean_text(worker.bytes, worker.len);
+    json_t *pj = tbx_wire_props_to_json(&props, bytes_json), *hj = headers_json(&props);
+    char why[1200];
+    snprintf(why, sizeof why, "set aside by worker %.200s: %.900s", wk && *wk ? wk : "(unknown)",
+             r && *r ? r : "(no reason given)");
+    const char *id = out->has_task ? out->task.task_id : id_value(json_object_get(hj, "id"));
+    int nomem = !r || !wk || !pj;
+    if (!nomem) {
+        parked_clear(&out->parked);
+        nomem = park(out, &orig, why, pj, hj, id);
+    }
+    free(r);
+    free(wk);
+    json_decref(pj);
+    json_decref(hj);
+    free(kept);
+    return nomem ? oom(out, err) : TBX_OK;
+}
+
+static int has_aside_reason(const amqp_basic_properties_t *p)
+{
+    if (!(p->_flags & AMQP_BASIC_HEADERS_FLAG))
+        return 0;
+    for (int i = 0; i < p->headers.num_entries; i++)
+        if (key_is(p->headers.entries[i].key, TBX_ASIDE_REASON))
+            return 1;
+    return 0;
+}
+
 tbx_status tbx_mon_parse(const tbx_mon_delivery *d, size_t max_body, tbx_mon_entry *out, tbx_error *err)
 {
+    if (has_aside_reason(d->props))
+        return from_aside(d, max_body, out, err);
     memset(out, 0, sizeof *out);
     out->tag = d->tag;
     out->body_len = d->len;

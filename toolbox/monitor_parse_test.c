@@ -162,6 +162,48 @@ static void parse_raw(raw *r, const char *body, size_t len, tbx_mon_entry *e)
     ck_assert_int_eq(tbx_mon_parse(&d, 1 << 20, e, NULL), TBX_OK);
 }
 
+/* A message a worker moved aside: parked with the worker's reason, the first exchange and routing key,
+ * and its headers without the aside ones; unreadable to the monitor too: only counted as a copy. */
+START_TEST(test_moved_aside_by_a_worker)
+{
+    raw r;
+    raw_headers(&r,
+                "{\"task\": \"msg.nope\", \"id\": \"id-9\", \"lang\": \"py\","
+                " \"x-toolbox-aside-reason\": \"NotRegistered: no handler\", \"x-toolbox-aside-worker\": \"w1@h\","
+                " \"x-toolbox-aside-exchange\": \"task_exchange\", \"x-toolbox-aside-routing-key\": \"msg\"}",
+                "application/json");
+    tbx_mon_entry e;
+    tbx_mon_delivery d = {&r.p, "[[1], {}, {}]", 13, amqp_cstring_bytes("task_exchange"),
+                          amqp_cstring_bytes("toolbox.aside"), 0, 3};
+    ck_assert_int_eq(tbx_mon_parse(&d, 1 << 20, &e, NULL), TBX_OK);
+    ck_assert(e.has_task);
+    ck_assert(e.has_parked);
+    ck_assert_str_eq(e.task.task_id, "id-9");
+    ck_assert_str_eq(e.task.input, "{\"args\":[1],\"kwargs\":{}}");
+    ck_assert_str_eq(e.parked.reason, "set aside by worker w1@h: NotRegistered: no handler");
+    ck_assert_str_eq(e.parked.task_id, "id-9");
+    ck_assert_str_eq(e.parked.routing_key, "msg");
+    ck_assert_str_eq(e.parked.exchange, "task_exchange");
+    json_t *h = parse_json(e.parked.headers);
+    ck_assert_int_eq(json_object_size(h), 3);
+    ck_assert_ptr_null(json_object_get(h, "x-toolbox-aside-reason"));
+    json_t *opt = parse_json(e.task.options);
+    ck_assert_ptr_null(json_object_get(json_object_get(opt, "application_headers"), "x-toolbox-aside-worker"));
+    json_decref(opt);
+    json_decref(h);
+    tbx_mon_entry_clear(&e);
+
+    /* The same unreadable to the monitor: its own copy is parked; this one adds no second row. */
+    d.body = "[[1], {";
+    d.len = 7;
+    ck_assert_int_eq(tbx_mon_parse(&d, 1 << 20, &e, NULL), TBX_OK);
+    ck_assert(e.has_task);
+    ck_assert(!e.has_parked);
+    tbx_mon_entry_clear(&e);
+    empty_amqp_pool(&r.pool);
+}
+END_TEST
+
 START_TEST(test_bad_body_recorded_and_parked)
 {
     raw r;
@@ -318,6 +360,7 @@ int main(void)
     tcase_add_test(tc, test_defaults_not_copied);
     tcase_add_test(tc, test_no_headers_parked);
     tcase_add_test(tc, test_bad_body_recorded_and_parked);
+    tcase_add_test(tc, test_moved_aside_by_a_worker);
     tcase_add_test(tc, test_pickle_v1_and_json_params_complete);
     tcase_add_test(tc, test_nul_and_unusable_ids);
     tcase_add_test(tc, test_family_status);

@@ -7,8 +7,9 @@
  * redelivered=1 each time. Only for those redeliveries, the worker counts
  * strikes per task id in a small file of its own (worker.state_dir, one file
  * per hostname, rewritten atomically); past worker.max_redeliveries the
- * message is set aside: FAILURE row with the reason, rejected without requeue
- * (the platform monitor keeps its copy), never run again.
+ * message is set aside: FAILURE row with the reason, moved to the platform
+ * queue (aside.c) where the monitor parks it for inspection and replay, never
+ * run again.
  */
 #include <errno.h>
 #include <stdio.h>

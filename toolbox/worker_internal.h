@@ -136,6 +136,11 @@ void tbx_control_free(tbx_worker *w);
 
 /* followup.c: retries and follow-up tasks go out through w->prod (opened on first use). */
 tbx_status tbx_followup_producer(tbx_worker *w, tbx_error *err);
+
+/* aside.c: publish env's message (borrowed) unchanged, with x-toolbox-aside-* headers giving reason,
+ * to the platform queue (toolbox/monitor.h, TBX_ASIDE_ROUTING_KEY) and wait for the confirm. 0 when
+ * the broker holds the copy (then ack the original), -1 otherwise (logged; reject it instead). */
+int tbx_set_aside(tbx_worker *w, const amqp_envelope_t *env, const char *id, const char *reason);
 tbx_status tbx_followup_retry(tbx_worker *w, const job *j, double countdown, tbx_error *err);
 tbx_status tbx_followup_success(tbx_worker *w, const job *j, const char *result_json, tbx_error *err);
 tbx_status tbx_followup_failure(tbx_worker *w, const job *j, tbx_error *err);

@@ -446,11 +446,11 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
                                     env->message.body.len, w->max_body, &msg, &id, &err);
     if (st) {
         /* Never crash on input: reject without requeue, and record why where we can. */
-        tbx_log(TBX_LOG_ERROR, "rejected message %.155s from queue routing key %.*s: %s", id ? id : "(no id)",
+        tbx_log(TBX_LOG_ERROR, "undecodable message %.155s (routing key %.*s), moved aside: %s", id ? id : "(no id)",
                 (int)env->routing_key.len, (const char *)env->routing_key.bytes, err.msg);
         if (id)
             tbx_put_exc_row(w, NULL, id, "FAILURE", "InvalidTaskError", "celery.exceptions", err.msg, NULL);
-        tbx_act_after_commit(w, &tmp, ACT_REJECT);
+        tbx_act_after_commit(w, &tmp, tbx_set_aside(w, env, id, err.msg) ? ACT_REJECT : ACT_ACK);
         free(id);
         return;
     }
@@ -458,9 +458,11 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
     msg->routing_key = tbx_bytes_dup(env->routing_key);
     int h = find_handler(w, msg->task);
     if (h < 0) {
-        tbx_log(TBX_LOG_ERROR, "received unregistered task %s[%s]; rejected", msg->task, msg->id);
+        tbx_log(TBX_LOG_ERROR, "received unregistered task %s[%s]; moved aside", msg->task, msg->id);
         tbx_put_exc_row(w, msg, msg->id, "FAILURE", "NotRegistered", "celery.exceptions", msg->task, NULL);
-        tbx_act_after_commit(w, &tmp, ACT_REJECT);
+        char why[300];
+        snprintf(why, sizeof why, "NotRegistered: no handler for task %.200s on this worker", msg->task);
+        tbx_act_after_commit(w, &tmp, tbx_set_aside(w, env, msg->id, why) ? ACT_REJECT : ACT_ACK);
         tbx_task_msg_free(msg);
         return;
     }
@@ -508,7 +510,7 @@ static void on_delivery(tbx_worker *w, amqp_envelope_t *env)
                      strikes, max_redeliveries);
             tbx_log(TBX_LOG_ERROR, "task %s[%s] %s", msg->task, msg->id, why);
             tbx_put_exc_row(w, msg, msg->id, "FAILURE", "WorkerLostError", "billiard.exceptions", why, NULL);
-            tbx_act_after_commit(w, j, ACT_REJECT);
+            tbx_act_after_commit(w, j, tbx_set_aside(w, env, msg->id, why) ? ACT_REJECT : ACT_ACK);
             tbx_job_free(j);
             return;
         }

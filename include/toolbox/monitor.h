@@ -41,6 +41,18 @@ extern "C" {
 #define TBX_MONITOR_TASK_TABLE "tasks_backgroundtask"
 #define TBX_MONITOR_PARKED_TABLE "tasks_parkedmessage"
 
+/* A message a worker cannot run (undecodable, unknown task, a task that kept killing its worker) is
+ * moved aside: the worker publishes it unchanged to the task exchange under TBX_ASIDE_ROUTING_KEY,
+ * which only the platform queue's catch-all binding matches, with these headers added; the monitor
+ * parks it in tasks_parkedmessage with the reason and the original exchange and routing key (and
+ * without these headers), so that `toolbox tasks --replay ID` publishes the original again. */
+#define TBX_ASIDE_ROUTING_KEY "toolbox.aside"
+#define TBX_ASIDE_REASON "x-toolbox-aside-reason"          /* why (text) */
+#define TBX_ASIDE_WORKER "x-toolbox-aside-worker"          /* the worker's hostname */
+#define TBX_ASIDE_EXCHANGE "x-toolbox-aside-exchange"      /* exchange it was published to */
+#define TBX_ASIDE_ROUTING "x-toolbox-aside-routing-key"    /* its routing key */
+#define TBX_ASIDE_PREFIX "x-toolbox-aside-"
+
 /* Length of the random row ids (the platform's RandomIDModel). */
 #define TBX_MONITOR_ID_LEN 24
 

@@ -486,6 +486,50 @@ class MonitorTest(unittest.TestCase):
         self.assertEqual(len(out), 6)
         self.assertTrue(all(p["reason"] for p in out))
 
+    def test_worker_moves_poison_aside_for_replay(self):
+        mon = self.monitor()
+        wk = self.start("msg-worker", "--hostname", "aside@test", name="msg-worker")
+        # An unknown task: the worker stores FAILURE NotRegistered and moves the message aside; the monitor
+        # recorded the task from its own copy and parks the moved one with the worker's reason.
+        unknown = self.run_toolbox("send", "msg.nope", "--args", "[1]", "--kwargs", '{"k": 2}').stdout.strip()
+        # Unreadable to both: the monitor parks its own copy; the moved one adds no second row.
+        bad = str(uuid.uuid4())
+        self.publish(b"\x80 not json", self.v2_headers(bad, task="msg.add"), routing_key="msg")
+        self.publish(json.dumps([[1], {}, {}]), {"task": "msg.add", "lang": "py"}, routing_key="msg")
+        wait_for(lambda: len(self.parked()) >= 3 and self.queue_empty("msg") and self.queue_empty(), 15,
+                 "three parked messages and empty queues")
+        time.sleep(0.5)
+        parked = self.parked()
+        self.assertEqual(len(parked), 3, [p["reason"] for p in parked])
+        by_id = {p["task_id"]: p for p in parked}
+        a = by_id[unknown]
+        self.assertEqual(a["reason"], "set aside by worker aside@test: NotRegistered: no handler for task msg.nope "
+                                      "on this worker")
+        self.assertEqual((a["routing_key"], a["exchange"]), ("msg", "task_exchange"))
+        self.assertFalse([k for k in a["headers"] if k.startswith("x-toolbox-")], a["headers"])
+        self.assertEqual((a["headers"]["id"], a["headers"]["task"]), (unknown, "msg.nope"))
+        self.assertEqual(json.loads(bytes(a["body"]))[:2], [[1], {"k": 2}])
+        self.assertRegex(by_id[bad]["reason"], "^body is not JSON")
+        self.assertIn("no 'id' header", by_id[None]["reason"])
+        doc = json.loads(self.run_toolbox("result", unknown, check=False).stdout)  # exit 1: FAILURE
+        self.assertEqual((doc["status"], doc["result"]["exc_type"]), ("FAILURE", "NotRegistered"))
+        self.assertEqual(self.count(), 2)  # msg.nope and the unreadable msg.add, each once
+        self.assertIn("received unregistered task msg.nope[%s]; moved aside" % unknown, self.log(wk))
+        # Replay publishes the original where it first went: the worker gets it again (still unknown: aside
+        # again, a new parked row), nothing is recorded twice.
+        pid = [p for p in json.loads(self.run_toolbox("tasks", "--parked", "--json").stdout)
+               if p["task_id"] == unknown][0]["id"]
+        out = self.run_toolbox("tasks", "--replay", pid).stdout
+        self.assertIn("to exchange 'task_exchange' with routing key 'msg'", out)
+        wait_for(lambda: len(self.parked()) == 4, 15, "the replayed message to be moved aside again")
+        again = [p for p in self.parked() if p["task_id"] == unknown]
+        self.assertEqual(len(again), 2)
+        self.assertEqual(again[1]["headers"], again[0]["headers"])
+        self.assertEqual(bytes(again[1]["body"]), bytes(again[0]["body"]))
+        self.assertEqual(self.log(wk).count("received unregistered task msg.nope[%s]" % unknown), 2)
+        self.assertEqual(self.count(), 2)
+        wait_for(lambda: self.queue_empty("msg") and self.queue_empty(), 10, "empty queues")
+
     def test_row_refused_by_the_database_is_parked_alone(self):
         # A constraint the monitor does not know of makes the database refuse one row of a batch.
         with self.db.cursor() as c:

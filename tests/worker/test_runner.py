@@ -8,6 +8,7 @@
 - the alert command fires when a task crashes its process;
 - result_extended fills Celery's extended columns; --logfile writes and rotates; the process title.
 """
+import json
 import os
 import pickle
 import subprocess
@@ -137,6 +138,24 @@ class Runner(unittest.TestCase):
         self.assertEqual((code, doc["status"]), (1, "FAILURE"), doc)
         self.assertIn("set aside", doc["result"]["exc_message"][0])
         self.assertEqual(sb.queue_info("msg")[0], 0)
+        # Moved, not dropped: the unchanged message went to the platform queue (where the monitor parks
+        # it for `toolbox tasks --parked` / `--replay`) with the reason and its first routing key.
+        with sb.connection() as c:
+            ch = c.default_channel
+            aside = []
+            while True:
+                m = ch.basic_get("platform.fifo", no_ack=True)
+                if m is None:
+                    break
+                if m.delivery_info["routing_key"] == "toolbox.aside":
+                    aside.append(m)
+        self.assertEqual(len(aside), 1, [m.headers for m in aside])
+        h = aside[0].headers
+        self.assertEqual((h["id"], h["task"]), (tid, "msg.sleep"))
+        self.assertIn("delivered 2 times without finishing", h["x-toolbox-aside-reason"])
+        self.assertEqual((h["x-toolbox-aside-worker"], h["x-toolbox-aside-exchange"],
+                          h["x-toolbox-aside-routing-key"]), ("strikes@test", "task_exchange", "msg"))
+        self.assertEqual(json.loads(aside[0].body)[0], [60])
         code, doc = sb.result(sb.send("msg.add", "--args", "[1, 1]"), timeout=30)
         self.assertEqual(doc["result"], 2)
 
