@@ -1,9 +1,10 @@
 /*
- * clock.c - monotonic time, retry jitter and bounded waits shared by the worker, the monitor and
- * the producer.
+ * clock.c - monotonic time, retry jitter, bounded waits and the start-up retry loop shared by the
+ * worker, the monitor and the producer.
  */
 #define _GNU_SOURCE
 #include "internal.h"
+#include "toolbox/log.h"
 
 #include <errno.h>
 #include <math.h>
@@ -36,5 +37,24 @@ int tbx_wait_readable(int fd, double seconds)
             return 1;
         if (r < 0 && errno != EINTR)
             return -1;
+    }
+}
+
+int tbx_retry_startup(double seconds, int stop_fd, tbx_status (*attempt)(void *ud, tbx_error *err), void *ud,
+                      tbx_error *err)
+{
+    double give_up = tbx_mono() + seconds;
+    double delay = 1;
+    for (;;) {
+        if (!attempt(ud, err))
+            return 0;
+        double left = give_up - tbx_mono();
+        if (left <= 0)
+            return -1;
+        double wait = fmin(delay + tbx_jitter(1), left);
+        tbx_log(TBX_LOG_ERROR, "%s (starting: retrying in %.1f s, giving up in %.0f s)", err->msg, wait, left);
+        if (tbx_wait_readable(stop_fd, wait) > 0)
+            return 1;
+        delay = fmin(delay * 2, 30);
     }
 }

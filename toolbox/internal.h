@@ -41,4 +41,11 @@ double tbx_mono(void);
 double tbx_jitter(double upto);
 int tbx_wait_readable(int fd, double seconds);
 
+/* Call attempt(ud, err) until it returns TBX_OK, for at most seconds, waiting a doubling delay
+ * (1 s, 2 s ... 30 s, plus jitter) between tries and logging each failure; a byte readable on
+ * stop_fd (a signal pipe) ends the wait. 0 succeeded, -1 gave up (err holds the last failure),
+ * 1 stopped. Services started together come up in any order: daemons use it to connect at start. */
+int tbx_retry_startup(double seconds, int stop_fd, tbx_status (*attempt)(void *ud, tbx_error *err), void *ud,
+                      tbx_error *err);
+
 #endif

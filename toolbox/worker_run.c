@@ -1174,31 +1174,17 @@ static void handle_signals(tbx_worker *w)
         }
 }
 
-/* Connect to the database and the broker at start-up. Services started together come up in any
- * order, so an unreachable one is retried (doubling delay with jitter) for startup_retry seconds.
- * 0 connected, -1 gave up (err says why), 1 a signal asked us to stop meanwhile. */
-static int startup_connect(tbx_worker *w, tbx_error *err)
+/* One start-up attempt (tbx_retry_startup): the database, then the broker. */
+static tbx_status startup_attempt(void *ud, tbx_error *err)
 {
-    double give_up = tbx_mono() + tbx_config_double(w->cfg, "startup_retry");
-    double delay = 1;
-    for (;;) {
-        tbx_status st = TBX_OK;
-        if (!w->db) {
-            st = tbx_pg_connect(tbx_config_str(w->cfg, "result_backend"), w->hostname, &w->db, err);
-            if (!st)
-                PQclear(PQexec(w->db, "SET TIME ZONE 'UTC'"));
-        }
-        if (!st && !(st = connect_broker(w, err)))
-            return 0;
-        double left = give_up - tbx_mono();
-        if (left <= 0)
-            return -1;
-        double wait = fmin(delay + tbx_jitter(1), left);
-        tbx_log(TBX_LOG_ERROR, "%s (starting: retrying in %.1f s, giving up in %.0f s)", err->msg, wait, left);
-        if (tbx_wait_readable(w->sigpipe[0], wait) > 0)
-            return 1;
-        delay = fmin(delay * 2, 30);
+    tbx_worker *w = ud;
+    if (!w->db) {
+        tbx_status st = tbx_pg_connect(tbx_config_str(w->cfg, "result_backend"), w->hostname, &w->db, err);
+        if (st)
+            return st;
+        PQclear(PQexec(w->db, "SET TIME ZONE 'UTC'"));
     }
+    return connect_broker(w, err);
 }
 
 int tbx_worker_run(tbx_worker *w)
@@ -1220,7 +1206,7 @@ int tbx_worker_run(tbx_worker *w)
         if (spawn(w, &w->children[i]))
             return 1;
     w->db_delay = 0.5;
-    int up = startup_connect(w, &err);
+    int up = tbx_retry_startup(tbx_config_double(w->cfg, "startup_retry"), w->sigpipe[0], startup_attempt, w, &err);
     if (up) {
         if (up < 0)
             tbx_log(TBX_LOG_ERROR, "%s", err.msg);

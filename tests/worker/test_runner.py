@@ -118,6 +118,31 @@ class Runner(unittest.TestCase):
         self.assertLess(time.monotonic() - t0, 30)
         self.assertEqual(sb.sql("SELECT count(*) FROM celery_taskmeta WHERE status = 'SUCCESS'")[0][0], 6)
 
+    def test_started_before_its_broker_it_waits_for_it(self):
+        # Services started together come up in any order: a worker whose broker is not listening yet
+        # retries (startup_retry) instead of exiting, and works once it is there.
+        import socket
+        import urllib.parse
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        u = urllib.parse.urlsplit(sb.broker_url)
+        late = u._replace(netloc="%s@127.0.0.1:%d" % (u.netloc.rsplit("@", 1)[0], port)).geturl()
+        p = sb.start_msg_worker("--hostname", "late@test", "--set", "broker_url=" + late, name="late-worker")
+        self.procs.append(p)
+        S.wait_for(lambda: "starting: retrying in" in p.tail(20), 20, 0.1, "a start-up retry")
+        self.assertTrue(p.alive(), p.tail())
+        proxy = subprocess.Popen(["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % port,
+                                  "TCP:127.0.0.1:%d" % u.port], stdin=subprocess.DEVNULL)
+        try:
+            sb.wait_consumers("msg", p, timeout=40)
+            code, doc = sb.result(sb.send("msg.add", "--args", "[20, 22]"), timeout=30)
+            self.assertEqual(doc["result"], 42)
+        finally:
+            p.stop()
+            proxy.terminate()
+            proxy.wait(10)
+
     def test_a_task_that_keeps_killing_the_worker_is_set_aside(self):
         state = os.path.join(sb.tmpdir, "state")
         flags = ("--set", "worker.state_dir=%s" % state, "--set", "worker.max_redeliveries=1",

@@ -413,26 +413,12 @@ static int stop_done(monitor *m, double now)
     return 0;
 }
 
-/* Connect to the database and the broker at start-up. Services started together come up in any
- * order, so an unreachable one is retried (doubling delay with jitter) for startup_retry seconds.
- * 0 connected, -1 gave up (err says why), 1 a signal asked us to stop meanwhile. */
-static int startup_connect(monitor *m, tbx_error *err)
+/* One start-up attempt (tbx_retry_startup): the database, then the broker. */
+static tbx_status startup_attempt(void *ud, tbx_error *err)
 {
-    double give_up = tbx_mono() + tbx_config_double(m->cfg, "startup_retry");
-    double delay = 1;
-    for (;;) {
-        tbx_status st = m->db ? TBX_OK : connect_db(m, err);
-        if (!st && !(st = connect_broker(m, err)))
-            return 0;
-        double left = give_up - tbx_mono();
-        if (left <= 0)
-            return -1;
-        double wait = fmin(delay + tbx_jitter(1), left);
-        tbx_log(TBX_LOG_ERROR, "%s (starting: retrying in %.1f s, giving up in %.0f s)", err->msg, wait, left);
-        if (tbx_wait_readable(m->sigpipe[0], wait) > 0)
-            return 1;
-        delay = fmin(delay * 2, 30);
-    }
+    monitor *m = ud;
+    tbx_status st = m->db ? TBX_OK : connect_db(m, err);
+    return st ? st : connect_broker(m, err);
 }
 
 /* ---- the loop ------------------------------------------------------------------------------------ */
@@ -453,7 +439,7 @@ int monitor_run(monitor *m)
     }
     m->db_delay = 0.5;
     m->reconnect_delay = 1;
-    int up = startup_connect(m, &err);
+    int up = tbx_retry_startup(tbx_config_double(m->cfg, "startup_retry"), m->sigpipe[0], startup_attempt, m, &err);
     if (up) {
         if (up < 0)
             tbx_log(TBX_LOG_ERROR, "%s", err.msg);
