@@ -15,7 +15,7 @@
 #include "monitor_db.h"
 #include "pg.h"
 
-#define NPARAMS 20
+#define NPARAMS 21
 
 static const char BATCH_SQL[] =
     "WITH t AS (INSERT INTO " TBX_MONITOR_TASK_TABLE " (id, task_id, type, input, options, parent_id, root_id,"
@@ -31,10 +31,11 @@ static const char BATCH_SQL[] =
     " SELECT v.id, v.reason, v.task_id, v.rk, v.ex, v.redelivered, v.props::jsonb, v.headers::jsonb, v.body,"
     " v.digest, clock_timestamp()"
     " FROM unnest($11::text[], $12::text[], $13::text[], $14::text[], $15::text[], $16::boolean[],"
-    " $17::text[], $18::text[], $19::bytea[], $20::text[])"
-    " AS v(id, reason, task_id, rk, ex, redelivered, props, headers, body, digest)"
-    " WHERE NOT (v.redelivered AND EXISTS (SELECT 1 FROM " TBX_MONITOR_PARKED_TABLE " x"
-    " WHERE x.digest = v.digest)) RETURNING 1)"
+    " $17::text[], $18::text[], $19::bytea[], $20::text[], $21::boolean[])"
+    " AS v(id, reason, task_id, rk, ex, redelivered, props, headers, body, digest, dedupe)"
+    " WHERE NOT (v.dedupe AND (EXISTS (SELECT 1 FROM " TBX_MONITOR_PARKED_TABLE " x WHERE x.digest = v.digest)"
+    " OR EXISTS (SELECT 1 FROM unnest($20::text[], $21::boolean[]) AS s(digest, dedupe)"
+    " WHERE s.digest = v.digest AND NOT s.dedupe))) RETURNING 1)"
     " SELECT task_id FROM t UNION ALL SELECT NULL FROM p";
 
 #define STMT "tbx_monitor_batch"
@@ -140,7 +141,8 @@ uint64_t tbx_mon_batch_last_tag(const tbx_mon_batch *b)
 
 static const uint32_t ARR_OID[NPARAMS] = {
     OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_INT8, OID_TEXT,
-    OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_BOOL, OID_TEXT, OID_TEXT, OID_BYTEA, OID_TEXT};
+    OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_TEXT, OID_BOOL, OID_TEXT, OID_TEXT, OID_BYTEA, OID_TEXT,
+    OID_BOOL};
 
 static void be32(unsigned char *p, uint32_t v)
 {
@@ -232,6 +234,8 @@ static int put_entry(tbx_buf *arr, uint32_t *count, int *nulls, const tbx_mon_en
         PUT_STR(17, p->headers);
         PUT(18, e->body ? (const void *)e->body : "", e->body_len);
         PUT_STR(19, p->digest[0] ? p->digest : NULL);
+        unsigned char dedupe = p->dedupe ? 1 : 0;
+        PUT(20, &dedupe, 1);
     }
     return rc;
 }

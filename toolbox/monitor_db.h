@@ -62,6 +62,8 @@ typedef struct tbx_mon_parked {
     char *headers;    /* JSON text */
     int redelivered;
     char digest[17];  /* hex FNV-1a 64 of headers and body: a redelivered copy is parked once */
+    int dedupe;       /* a copy (redelivered, or moved aside by a worker): parked only when no row with
+                         this digest exists and the batch parks no first copy of it */
 } tbx_mon_parked;
 
 /* What one delivery becomes: a task row, a parked message, or both (a task whose body could not be

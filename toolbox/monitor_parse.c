@@ -316,6 +316,7 @@ static int park(tbx_mon_entry *e, const tbx_mon_delivery *d, const char *reason,
     p->properties = props ? dump(props) : NULL;
     p->headers = headers ? dump(headers) : NULL;
     p->redelivered = d->redelivered != 0;
+    p->dedupe = p->redelivered;
     fix_nul_escapes(p->properties);
     fix_nul_escapes(p->headers);
     uint64_t h = 14695981039346656037ULL;
@@ -471,7 +472,7 @@ static amqp_bytes_t field_text(const amqp_field_value_t *v)
  * headers without the aside ones, its first exchange and routing key - as any delivery (the task row,
  * if readable, is a get-or-create like any copy) and park it with the worker's reason, so that a
  * replay publishes the original where it first went. When we cannot read it either, the platform
- * queue's own copy is parked already and this one only counts as a copy of the task. */
+ * queue's own copy is parked with the same digest, and this one only where that one is not. */
 static tbx_status from_aside(const tbx_mon_delivery *d, size_t max_body, tbx_mon_entry *out, tbx_error *err)
 {
     const amqp_table_t *h = &d->props->headers;
@@ -504,25 +505,31 @@ static tbx_status from_aside(const tbx_mon_delivery *d, size_t max_body, tbx_mon
     props.headers.entries = kept;
     orig.props = &props;
     tbx_status st = tbx_mon_parse(&orig, max_body, out, err); /* no aside headers left: no recursion */
-    if (st || (out->has_parked && orig.exchange.len)) {
-        /* Unreadable to us as well: the copy the exchange gave the platform queue is parked (or was)
-         * with our own reason; a second row would only invite a second replay. */
-        if (!st) {
-            parked_clear(&out->parked);
-            out->has_parked = 0;
-        }
+    if (st) {
         free(kept);
         return st;
     }
     char *r = clean_text(reason.bytes, reason.len), *wk = clean_text(worker.bytes, worker.len);
     json_t *pj = tbx_wire_props_to_json(&props, bytes_json), *hj = headers_json(&props);
-    char why[1200];
-    snprintf(why, sizeof why, "set aside by worker %.200s: %.900s", wk && *wk ? wk : "(unknown)",
-             r && *r ? r : "(no reason given)");
-    const char *id = out->has_task ? out->task.task_id : id_value(json_object_get(hj, "id"));
+    char why[2200];
     int nomem = !r || !wk || !pj;
-    if (!nomem) {
-        parked_clear(&out->parked);
+    if (!nomem && out->has_parked) {
+        /* Unreadable to us as well: the platform queue's own copy of the original is parked with the
+         * same digest; this one is parked only if that copy never reached us (a second row would
+         * invite a second replay). */
+        snprintf(why, sizeof why, "%.1000s (also set aside by worker %.200s: %.900s)", out->parked.reason,
+                 *wk ? wk : "(unknown)", *r ? r : "(no reason given)");
+        char *reason_text = strdup(why);
+        nomem = !reason_text;
+        if (!nomem) {
+            free(out->parked.reason);
+            out->parked.reason = reason_text;
+            out->parked.dedupe = 1;
+        }
+    } else if (!nomem) {
+        snprintf(why, sizeof why, "set aside by worker %.200s: %.900s", *wk ? wk : "(unknown)",
+                 *r ? r : "(no reason given)");
+        const char *id = out->has_task ? out->task.task_id : id_value(json_object_get(hj, "id"));
         nomem = park(out, &orig, why, pj, hj, id);
     }
     free(r);

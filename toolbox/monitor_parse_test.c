@@ -193,12 +193,27 @@ START_TEST(test_moved_aside_by_a_worker)
     json_decref(h);
     tbx_mon_entry_clear(&e);
 
-    /* The same unreadable to the monitor: its own copy is parked; this one adds no second row. */
+    /* The same unreadable to the monitor: parked with both reasons, but only where the platform
+     * queue's own copy (same digest) is not. */
     d.body = "[[1], {";
     d.len = 7;
     ck_assert_int_eq(tbx_mon_parse(&d, 1 << 20, &e, NULL), TBX_OK);
     ck_assert(e.has_task);
-    ck_assert(!e.has_parked);
+    ck_assert(e.has_parked);
+    ck_assert(e.parked.dedupe);
+    ck_assert(!e.parked.redelivered);
+    ck_assert_ptr_nonnull(strstr(e.parked.reason, "body is not JSON"));
+    ck_assert_ptr_nonnull(strstr(e.parked.reason, "(also set aside by worker w1@h: NotRegistered: no handler)"));
+    ck_assert_str_eq(e.parked.routing_key, "msg");
+    tbx_mon_entry tmp;
+    tbx_mon_delivery plain = d;
+    plain.props = &r.p;
+    r.p.headers.num_entries = 3; /* the original: the aside headers were added last */
+    plain.routing_key = amqp_cstring_bytes("msg");
+    ck_assert_int_eq(tbx_mon_parse(&plain, 1 << 20, &tmp, NULL), TBX_OK);
+    ck_assert_str_eq(tmp.parked.digest, e.parked.digest);
+    ck_assert(!tmp.parked.dedupe);
+    tbx_mon_entry_clear(&tmp);
     tbx_mon_entry_clear(&e);
     empty_amqp_pool(&r.pool);
 }
