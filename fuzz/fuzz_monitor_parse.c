@@ -1,7 +1,7 @@
 /* fuzz_monitor_parse - AMQP properties (as on the wire) and a body into tbx_mon_parse: every input must
  * become a task row and/or a parked message whose JSON texts jsonb accepts. Input as fuzz_wire_decode:
- * u16 BE length of the property block, the block, then the body.
- * Meant for fuzz/ (fuzz/fuzz_monitor_parse.c, seed corpus fuzz/corpus/wire_decode); kept here until then. */
+ * u16 BE length of the property block, the block, then the body. Seed corpus: fuzz/corpus/monitor_parse, a
+ * link to fuzz/corpus/wire_decode (real Celery 5.2 messages, fuzz/gen_celery_seeds.py, and a moved-aside one). */
 #include <amqp.h>
 #include <amqp_framing.h>
 #include <jansson.h>
