@@ -177,7 +177,8 @@ static int put_text(tbx_buf *a, const char *s)
     return s ? put_elem(a, s, strlen(s)) : tbx_buf_append(a, "NULL", 4);
 }
 
-tbx_status tbx_batch_commit(tbx_batch *b, PGconn *conn, int extended, tbx_error *err)
+tbx_status tbx_batch_commit(tbx_batch *b, PGconn *conn, int extended, double timeout, void (*idle)(void *),
+                            void *ud, tbx_error *err)
 {
     if (b->len == 0)
         return TBX_OK;
@@ -211,9 +212,11 @@ tbx_status tbx_batch_commit(tbx_batch *b, PGconn *conn, int extended, tbx_error 
         const char *params[NCOLS];
         for (int k = 0; k < ncols; k++)
             params[k] = (const char *)arr[k].data;
-        PGresult *res = PQexecParams(conn, extended ? BATCH_EXT_SQL : BATCH_SQL, ncols, NULL, params, NULL,
-                                     NULL, 0);
-        if (PQresultStatus(res) != PGRES_COMMAND_OK)
+        PGresult *res = tbx_pg_exec_bounded(conn, extended ? BATCH_EXT_SQL : BATCH_SQL, ncols, params, timeout,
+                                            idle, ud, err);
+        if (!res)
+            st = err && err->code ? err->code : TBX_EDB;
+        else if (PQresultStatus(res) != PGRES_COMMAND_OK)
             st = tbx_pg_fail(conn, res, "storing results", err);
         PQclear(res);
     }

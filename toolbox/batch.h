@@ -36,7 +36,10 @@ size_t tbx_batch_len(const tbx_batch *b);
 
 /* Write every row in one upsert (never regressing a ready state, never
  * overwriting SUCCESS) and commit; with `extended`, also the name, args,
- * kwargs, worker, retries and queue columns. On success the batch is emptied. */
-tbx_status tbx_batch_commit(tbx_batch *b, PGconn *conn, int extended, tbx_error *err);
+ * kwargs, worker, retries and queue columns. Waits at most `timeout` seconds
+ * for the answer, calling idle(ud) meanwhile (tbx_pg_exec_bounded); TBX_ETIMEOUT
+ * then, and conn must be dropped. On success the batch is emptied. */
+tbx_status tbx_batch_commit(tbx_batch *b, PGconn *conn, int extended, double timeout, void (*idle)(void *),
+                            void *ud, tbx_error *err);
 
 #endif

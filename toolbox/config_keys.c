@@ -57,6 +57,9 @@ const tbx_cfg_key tbx_cfg_keys[] = {
     KEY_INT("task_default_priority", 0, 0, 255, "priority of published tasks"),
     KEY_INT("broker_heartbeat", 30, 0, 3600, "AMQP heartbeat in seconds; 0 = off"),
     KEY_DBL("broker_connect_timeout", 5, 0, 600, TBX_CFGF_GT_MIN, "seconds to wait for a broker connection"),
+    KEY_DBL("database_timeout", 60, 0, 86400, TBX_CFGF_GT_MIN,
+            "seconds a worker or the monitor waits for the database to answer a statement before it gives the "
+            "connection up and retries on a new one"),
     KEY_DBL("startup_retry", 60, 0, 86400, 0,
             "seconds a worker or the monitor keeps retrying an unreachable broker or database at start-up; 0 = give up at once"),
     KEY_STR("broker_ssl_ca_file", "", 0, TEXTMAX, NULL,

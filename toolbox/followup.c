@@ -14,17 +14,13 @@
 #include "toolbox/log.h"
 #include "worker_internal.h"
 
-/* While a follow-up waits for its confirm, the consumer connection must not go
- * silent: rabbitmq-c only sends heartbeats inside its own calls, so send one. */
-static void keep_consumer_alive(void *ud)
+void tbx_worker_keep_alive(void *ud)
 {
     tbx_worker *w = ud;
     if (!w->b || w->b->broken)
         return;
     int hb = amqp_get_heartbeat(w->b->conn);
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    double now = (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+    double now = tbx_mono();
     if (hb <= 0 || now - w->hb_sent_at < hb / 2.0)
         return;
     amqp_frame_t f = {.frame_type = AMQP_FRAME_HEARTBEAT, .channel = 0};
@@ -38,7 +34,7 @@ tbx_status tbx_followup_producer(tbx_worker *w, tbx_error *err)
         return TBX_OK;
     tbx_status st = tbx_producer_open(&w->prod, w->cfg, TBX_PRODUCER_NO_SETUP, err);
     if (!st)
-        tbx_producer_set_idle(w->prod, keep_consumer_alive, w);
+        tbx_producer_set_idle(w->prod, tbx_worker_keep_alive, w);
     return st;
 }
 

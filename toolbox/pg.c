@@ -1,6 +1,9 @@
 /* pg.c - libpq connection helpers. */
 #include "pg.h"
 
+#include <errno.h>
+#include <math.h>
+#include <poll.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,9 +50,12 @@ tbx_status tbx_pg_connect(const char *url, const char *app, PGconn **out, tbx_er
     char *ci = tbx_pg_conninfo(url);
     if (!ci)
         return tbx_seterr(err, TBX_ENOMEM, NULL);
-    const char *keys[] = {"dbname", "connect_timeout", "keepalives", "keepalives_idle",
-                          "keepalives_interval", "keepalives_count", "application_name", NULL};
-    const char *vals[] = {ci, "10", "1", "10", "5", "3", app ? app : "toolbox", NULL};
+    /* Defaults first: the URL (expanded at dbname's place) overrides them. Keepalives notice an idle
+     * connection that died; tcp_user_timeout one that dies while a statement waits for its answer
+     * (else TCP retransmits for many minutes while the worker's loop waits). */
+    const char *keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
+                          "keepalives_count", "tcp_user_timeout", "application_name", "dbname", NULL};
+    const char *vals[] = {"10", "1", "10", "5", "3", "30000", app ? app : "toolbox", ci, NULL};
     PGconn *c = PQconnectdbParams(keys, vals, 1);
     free(ci);
     if (!c)
@@ -86,4 +92,47 @@ tbx_status tbx_pg_exec(PGconn *c, const char *sql, const char *what, tbx_error *
         st = tbx_pg_fail(c, r, what, err);
     PQclear(r);
     return st;
+}
+
+PGresult *tbx_pg_exec_bounded(PGconn *c, const char *sql, int nparams, const char *const *params, double timeout,
+                              void (*idle)(void *), void *ud, tbx_error *err)
+{
+    if (!PQsendQueryParams(c, sql, nparams, NULL, params, NULL, NULL, 0)) {
+        tbx_pg_fail(c, NULL, "sending a statement", err);
+        return NULL;
+    }
+    double deadline = tbx_mono() + timeout;
+    for (;;) {
+        if (!PQconsumeInput(c)) {
+            tbx_pg_fail(c, NULL, "reading the database's answer", err);
+            return NULL;
+        }
+        if (!PQisBusy(c))
+            break;
+        double left = deadline - tbx_mono();
+        if (left <= 0) {
+            tbx_seterr(err, TBX_ETIMEOUT, "the database did not answer within %.0f s (database_timeout): "
+                       "connection given up", timeout);
+            return NULL;
+        }
+        struct pollfd p = {.fd = PQsocket(c), .events = POLLIN};
+        if (poll(&p, 1, (int)ceil(fmin(left, 0.25) * 1000)) < 0 && errno != EINTR) {
+            tbx_seterr(err, TBX_EIO, "waiting for the database: %s", strerror(errno));
+            return NULL;
+        }
+        if (idle)
+            idle(ud);
+    }
+    PGresult *last = NULL, *r;
+    while ((r = PQgetResult(c)) != NULL) { /* keep the first error, else the last result */
+        if (last && PQresultStatus(last) != PGRES_COMMAND_OK && PQresultStatus(last) != PGRES_TUPLES_OK) {
+            PQclear(r);
+            continue;
+        }
+        PQclear(last);
+        last = r;
+    }
+    if (!last)
+        tbx_pg_fail(c, NULL, "reading the database's answer", err);
+    return last;
 }

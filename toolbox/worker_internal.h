@@ -137,6 +137,11 @@ void tbx_control_free(tbx_worker *w);
 /* followup.c: retries and follow-up tasks go out through w->prod (opened on first use). */
 tbx_status tbx_followup_producer(tbx_worker *w, tbx_error *err);
 
+/* While the main loop waits on something else (a follow-up's confirm, the database), the consumer
+ * connection must not go silent: rabbitmq-c only sends heartbeats inside its own calls, so send one
+ * when due. ud is the worker. */
+void tbx_worker_keep_alive(void *ud);
+
 /* aside.c: publish env's message (borrowed) unchanged, with x-toolbox-aside-* headers giving reason,
  * to the platform queue (toolbox/monitor.h, TBX_ASIDE_ROUTING_KEY) and wait for the confirm. 0 when
  * the broker holds the copy (then ack the original), -1 otherwise (logged; reject it instead). */

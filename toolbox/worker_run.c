@@ -190,12 +190,15 @@ static void commit(tbx_worker *w, double now)
         if (!w->db || now < w->db_retry_at)
             return;
         tbx_error err = {0};
-        if (tbx_batch_commit(w->batch, w->db, w->result_extended, &err)) {
+        tbx_status st = tbx_batch_commit(w->batch, w->db, w->result_extended,
+                                         tbx_config_double(w->cfg, "database_timeout"), tbx_worker_keep_alive, w,
+                                         &err);
+        if (st) {
             tbx_log(TBX_LOG_ERROR, "%s (retrying in %.1f s; nothing is acknowledged meanwhile)",
                     err.msg, w->db_delay);
             w->db_retry_at = now + w->db_delay;
             w->db_delay = fmin(w->db_delay * 2, 30);
-            if (PQstatus(w->db) == CONNECTION_BAD) {
+            if (st == TBX_ETIMEOUT || PQstatus(w->db) == CONNECTION_BAD) {
                 PQreset(w->db);
                 if (PQstatus(w->db) == CONNECTION_OK) {
                     tbx_log(TBX_LOG_INFO, "database connection restored");
@@ -381,8 +384,14 @@ static int already_succeeded(tbx_worker *w, const char *id)
     if (!w->db)
         return 0;
     const char *params[1] = {id};
-    PGresult *r = PQexecParams(w->db, "SELECT status FROM celery_taskmeta WHERE task_id = $1", 1, NULL,
-                               params, NULL, NULL, 0);
+    tbx_error err = {0};
+    PGresult *r = tbx_pg_exec_bounded(w->db, "SELECT status FROM celery_taskmeta WHERE task_id = $1", 1, params,
+                                      tbx_config_double(w->cfg, "database_timeout"), tbx_worker_keep_alive, w, &err);
+    if (!r) { /* run it again rather than wait: at least once */
+        tbx_log(TBX_LOG_ERROR, "checking whether task %s already succeeded: %s", id, err.msg);
+        PQreset(w->db);
+        return 0;
+    }
     int done = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
                !strcmp(PQgetvalue(r, 0, 0), "SUCCESS");
     PQclear(r);

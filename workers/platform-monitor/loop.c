@@ -481,8 +481,19 @@ int monitor_run(monitor *m)
         now = tbx_mono();
         if (m->flight_sent && m->db) {
             int r = tbx_mon_batch_ready(m->flight, m->db);
-            if (r != 0)
+            if (r != 0) {
                 finish_flight(m, now);
+            } else if (now - m->flight_at > tbx_config_double(m->cfg, "database_timeout")) {
+                /* A silent link (TCP still ACKs, nothing answers): give the connection up; the batch is
+                 * sent again on a new one (a repeat changes nothing). */
+                char why[160];
+                snprintf(why, sizeof why, "the database did not answer a batch within %.0f s (database_timeout): "
+                         "connection given up", tbx_config_double(m->cfg, "database_timeout"));
+                PQfinish(m->db);
+                m->db = NULL;
+                m->flight_sent = 0;
+                db_failed(m, why, now);
+            }
         }
         step_db(m, now, drained);
         if (now - last_title >= 1) {
