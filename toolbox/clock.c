@@ -24,6 +24,13 @@ double tbx_jitter(double upto)
     return upto * (double)(rand() % 1000) / 1000.0;
 }
 
+double tbx_backoff(double *delay)
+{
+    double wait = *delay + tbx_jitter(1);
+    *delay = fmin(*delay * 2, 30);
+    return wait;
+}
+
 int tbx_wait_readable(int fd, double seconds)
 {
     double until = tbx_mono() + seconds;
@@ -51,10 +58,9 @@ int tbx_retry_startup(double seconds, int stop_fd, tbx_status (*attempt)(void *u
         double left = give_up - tbx_mono();
         if (left <= 0)
             return -1;
-        double wait = fmin(delay + tbx_jitter(1), left);
+        double wait = fmin(tbx_backoff(&delay), left);
         tbx_log(TBX_LOG_ERROR, "%s (starting: retrying in %.1f s, giving up in %.0f s)", err->msg, wait, left);
         if (tbx_wait_readable(stop_fd, wait) > 0)
             return 1;
-        delay = fmin(delay * 2, 30);
     }
 }

@@ -39,6 +39,8 @@ void tbx_buf_free(tbx_buf *b);
  * (1 readable, 0 timed out, -1 poll failed). */
 double tbx_mono(void);
 double tbx_jitter(double upto);
+/* The next wait of a doubling backoff: *delay plus up to 1 s of jitter; *delay doubles, capped at 30 s. */
+double tbx_backoff(double *delay);
 int tbx_wait_readable(int fd, double seconds);
 
 /* Call attempt(ud, err) until it returns TBX_OK, for at most seconds, waiting a doubling delay

@@ -279,21 +279,6 @@ int tbx_mon_batch_ready(tbx_mon_batch *b, PGconn *c)
 
 /* ---- outcome ----------------------------------------------------------------------------------- */
 
-/* The statement's result: the last PGresult (the caller clears it), draining the connection. */
-static PGresult *collect(PGconn *c)
-{
-    PGresult *last = NULL, *r;
-    while ((r = PQgetResult(c)) != NULL) {
-        if (last && PQresultStatus(last) != PGRES_TUPLES_OK && PQresultStatus(last) != PGRES_COMMAND_OK) {
-            PQclear(r); /* keep the first error */
-            continue;
-        }
-        PQclear(last);
-        last = r;
-    }
-    return last;
-}
-
 /* An error caused by the data of some entry: data exception (22), integrity constraint (23), program
  * limit exceeded (54, e.g. too deeply nested JSON). Anything else (connection, privilege, missing
  * table, timeout, resources) is retried with the whole batch. */
@@ -406,7 +391,7 @@ static tbx_status one_by_one(tbx_mon_batch *b, PGconn *c, tbx_mon_counts *counts
             tbx_status st = send_entries(b, c, i, err);
             if (st)
                 return st;
-            PGresult *r = collect(c);
+            PGresult *r = tbx_pg_last_result(c);
             b->sent = 0;
             if (PQresultStatus(r) == PGRES_TUPLES_OK) {
                 st = apply_result(b, r, i, counts, err);
@@ -438,7 +423,7 @@ tbx_status tbx_mon_batch_finish(tbx_mon_batch *b, PGconn *c, tbx_mon_counts *cou
     memset(counts, 0, sizeof *counts);
     if (!b->sent)
         return tbx_seterr(err, TBX_ESTATE, "no batch in flight");
-    PGresult *r = collect(c);
+    PGresult *r = tbx_pg_last_result(c);
     b->sent = 0;
     tbx_status st;
     if (PQresultStatus(r) == PGRES_TUPLES_OK) {

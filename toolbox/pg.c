@@ -94,6 +94,20 @@ tbx_status tbx_pg_exec(PGconn *c, const char *sql, const char *what, tbx_error *
     return st;
 }
 
+PGresult *tbx_pg_last_result(PGconn *c)
+{
+    PGresult *last = NULL, *r;
+    while ((r = PQgetResult(c)) != NULL) {
+        if (last && PQresultStatus(last) != PGRES_TUPLES_OK && PQresultStatus(last) != PGRES_COMMAND_OK) {
+            PQclear(r); /* keep the first error */
+            continue;
+        }
+        PQclear(last);
+        last = r;
+    }
+    return last;
+}
+
 PGresult *tbx_pg_exec_bounded(PGconn *c, const char *sql, int nparams, const char *const *params, double timeout,
                               void (*idle)(void *), void *ud, tbx_error *err)
 {
@@ -123,15 +137,7 @@ PGresult *tbx_pg_exec_bounded(PGconn *c, const char *sql, int nparams, const cha
         if (idle)
             idle(ud);
     }
-    PGresult *last = NULL, *r;
-    while ((r = PQgetResult(c)) != NULL) { /* keep the first error, else the last result */
-        if (last && PQresultStatus(last) != PGRES_COMMAND_OK && PQresultStatus(last) != PGRES_TUPLES_OK) {
-            PQclear(r);
-            continue;
-        }
-        PQclear(last);
-        last = r;
-    }
+    PGresult *last = tbx_pg_last_result(c);
     if (!last)
         tbx_pg_fail(c, NULL, "reading the database's answer", err);
     return last;

@@ -24,6 +24,10 @@ char *tbx_pg_url_user(const char *url);
 PGresult *tbx_pg_exec_bounded(PGconn *c, const char *sql, int nparams, const char *const *params, double timeout,
                               void (*idle)(void *), void *ud, tbx_error *err);
 
+/* Drain the results of a statement sent with PQsend*: the first error, else the last result (caller
+ * PQclears), NULL when there was none. */
+PGresult *tbx_pg_last_result(PGconn *c);
+
 /* Run a parameterless command; TBX_EDB with the server's message on failure. */
 tbx_status tbx_pg_exec(PGconn *c, const char *sql, const char *what, tbx_error *err);
 

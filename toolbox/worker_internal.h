@@ -94,6 +94,7 @@ struct tbx_worker {
     double reconnect_delay;
     PGconn *db;
     double db_retry_at, db_delay;
+    double db_timeout;        /* database_timeout: longest wait for one statement's answer */
     tbx_producer *prod;
     double hb_sent_at;        /* last heartbeat sent by hand on the consumer connection */
     tbx_batch *batch;

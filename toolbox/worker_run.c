@@ -190,9 +190,8 @@ static void commit(tbx_worker *w, double now)
         if (!w->db || now < w->db_retry_at)
             return;
         tbx_error err = {0};
-        tbx_status st = tbx_batch_commit(w->batch, w->db, w->result_extended,
-                                         tbx_config_double(w->cfg, "database_timeout"), tbx_worker_keep_alive, w,
-                                         &err);
+        tbx_status st = tbx_batch_commit(w->batch, w->db, w->result_extended, w->db_timeout,
+                                         tbx_worker_keep_alive, w, &err);
         if (st) {
             tbx_log(TBX_LOG_ERROR, "%s (retrying in %.1f s; nothing is acknowledged meanwhile)",
                     err.msg, w->db_delay);
@@ -287,7 +286,7 @@ fail:
 
 static void broker_lost(tbx_worker *w, const char *why)
 {
-    double wait = w->reconnect_delay + tbx_jitter(1);
+    double wait = tbx_backoff(&w->reconnect_delay);
     tbx_log(TBX_LOG_ERROR, "broker connection lost: %s; reconnecting in %.1f s", why, wait);
     tbx_broker_close(w->b);
     w->b = NULL;
@@ -295,7 +294,6 @@ static void broker_lost(tbx_worker *w, const char *why)
     drop_unstarted(w);
     w->nacts = 0; /* their tags died with the channel */
     w->reconnect_at = tbx_mono() + wait;
-    w->reconnect_delay = fmin(w->reconnect_delay * 2, 30);
 }
 
 /* ---- receiving --------------------------------------------------------------------- */
@@ -386,7 +384,7 @@ static int already_succeeded(tbx_worker *w, const char *id)
     const char *params[1] = {id};
     tbx_error err = {0};
     PGresult *r = tbx_pg_exec_bounded(w->db, "SELECT status FROM celery_taskmeta WHERE task_id = $1", 1, params,
-                                      tbx_config_double(w->cfg, "database_timeout"), tbx_worker_keep_alive, w, &err);
+                                      w->db_timeout, tbx_worker_keep_alive, w, &err);
     if (!r) { /* run it again rather than wait: at least once */
         tbx_log(TBX_LOG_ERROR, "checking whether task %s already succeeded: %s", id, err.msg);
         PQreset(w->db);
@@ -1215,6 +1213,7 @@ int tbx_worker_run(tbx_worker *w)
         if (spawn(w, &w->children[i]))
             return 1;
     w->db_delay = 0.5;
+    w->db_timeout = tbx_config_double(w->cfg, "database_timeout");
     int up = tbx_retry_startup(tbx_config_double(w->cfg, "startup_retry"), w->sigpipe[0], startup_attempt, w, &err);
     if (up) {
         if (up < 0)
@@ -1249,10 +1248,9 @@ int tbx_worker_run(tbx_worker *w)
             stop_step(w);
         if (!w->b && !w->stopping && now >= w->reconnect_at) {
             if (connect_broker(w, &err)) {
-                double wait = w->reconnect_delay + tbx_jitter(1);
+                double wait = tbx_backoff(&w->reconnect_delay);
                 tbx_log(TBX_LOG_ERROR, "%s (retrying in %.1f s)", err.msg, wait);
                 w->reconnect_at = now + wait;
-                w->reconnect_delay = fmin(w->reconnect_delay * 2, 30);
             } else {
                 tbx_log(TBX_LOG_INFO, "reconnected to the broker");
             }

@@ -79,7 +79,7 @@ fail:
 
 static void broker_lost(monitor *m, const char *why)
 {
-    double wait = m->reconnect_delay + tbx_jitter(1);
+    double wait = tbx_backoff(&m->reconnect_delay);
     tbx_log(TBX_LOG_ERROR, "broker connection lost: %s; reconnecting in %.1f s", why, wait);
     tbx_broker_close(m->b);
     m->b = NULL;
@@ -87,7 +87,6 @@ static void broker_lost(monitor *m, const char *why)
     /* What this connection delivered and we did not acknowledge comes back from the broker. */
     tbx_mon_batch_reset(m->fill);
     m->reconnect_at = tbx_mono() + wait;
-    m->reconnect_delay = fmin(m->reconnect_delay * 2, 30);
 }
 
 static void nack_requeue(monitor *m, uint64_t tag)
@@ -438,6 +437,7 @@ int monitor_run(monitor *m)
         return 1;
     }
     m->db_delay = 0.5;
+    m->db_timeout = tbx_config_double(m->cfg, "database_timeout");
     m->reconnect_delay = 1;
     int up = tbx_retry_startup(tbx_config_double(m->cfg, "startup_retry"), m->sigpipe[0], startup_attempt, m, &err);
     if (up) {
@@ -467,10 +467,9 @@ int monitor_run(monitor *m)
             break;
         if (!m->b && !m->stopping && now >= m->reconnect_at) {
             if (connect_broker(m, &err)) {
-                double wait = m->reconnect_delay + tbx_jitter(1);
+                double wait = tbx_backoff(&m->reconnect_delay);
                 tbx_log(TBX_LOG_ERROR, "%s (retrying in %.1f s)", err.msg, wait);
                 m->reconnect_at = now + wait;
-                m->reconnect_delay = fmin(m->reconnect_delay * 2, 30);
             } else {
                 tbx_log(TBX_LOG_INFO, "reconnected to the broker: consuming %s again", m->queue);
             }
@@ -483,12 +482,12 @@ int monitor_run(monitor *m)
             int r = tbx_mon_batch_ready(m->flight, m->db);
             if (r != 0) {
                 finish_flight(m, now);
-            } else if (now - m->flight_at > tbx_config_double(m->cfg, "database_timeout")) {
+            } else if (now - m->flight_at > m->db_timeout) {
                 /* A silent link (TCP still ACKs, nothing answers): give the connection up; the batch is
                  * sent again on a new one (a repeat changes nothing). */
                 char why[160];
                 snprintf(why, sizeof why, "the database did not answer a batch within %.0f s (database_timeout): "
-                         "connection given up", tbx_config_double(m->cfg, "database_timeout"));
+                         "connection given up", m->db_timeout);
                 PQfinish(m->db);
                 m->db = NULL;
                 m->flight_sent = 0;

@@ -33,6 +33,7 @@ typedef struct monitor {
     /* database */
     PGconn *db;
     double db_retry_at, db_delay;
+    double db_timeout;              /* database_timeout: longest wait for a batch's answer */
     int db_down;                  /* a failure is being retried */
 
     /* batches: `fill` collects deliveries; `flight` is being committed (or waits to be re-sent) */
