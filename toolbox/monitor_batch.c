@@ -7,6 +7,10 @@
  * are the new rows; every other task entry was a duplicate (a retry or a redelivery) and changed
  * nothing. If the database refuses the batch because of one entry's data, the entries are written
  * one by one and the refused ones are parked with the server's reason.
+ *
+ * A new row's created_date and last_updated are one clock reading: clock_timestamp() is taken once
+ * per row in a subquery that OFFSET 0 keeps the planner from flattening (two calls could differ by a
+ * microsecond).
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,10 +25,11 @@ static const char BATCH_SQL[] =
     "WITH t AS (INSERT INTO " TBX_MONITOR_TASK_TABLE " (id, task_id, type, input, options, parent_id, root_id,"
     " creator_id, related_content_type_id, related_object_id, created_date, last_updated)"
     " SELECT u.id, u.task_id, u.type, u.input::jsonb, u.options::jsonb, u.parent_id, u.root_id, u.creator_id,"
-    " u.ct, u.obj, clock_timestamp(), clock_timestamp()"
+    " u.ct, u.obj, u.at, u.at"
+    " FROM (SELECT w.*, clock_timestamp() AS at"
     " FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::text[],"
     " $8::text[], $9::bigint[], $10::text[])"
-    " AS u(id, task_id, type, input, options, parent_id, root_id, creator_id, ct, obj)"
+    " AS w(id, task_id, type, input, options, parent_id, root_id, creator_id, ct, obj) OFFSET 0) AS u"
     " ON CONFLICT (task_id) DO NOTHING RETURNING task_id),"
     " p AS (INSERT INTO " TBX_MONITOR_PARKED_TABLE " (id, reason, task_id, routing_key, exchange, redelivered,"
     " properties, headers, body, digest, received_date)"

@@ -590,6 +590,9 @@ class MonitorTest(unittest.TestCase):
         time.sleep(0.3)
         self.assert_exactly(ids)
         self.assertLess(at_kill, n, "the kill was not mid-stream")
+        # Every row, even in batches of 50, was created and last updated at one clock reading.
+        self.assertEqual(self.query("SELECT count(*) FROM tasks_backgroundtask"
+                                    " WHERE created_date <> last_updated")[0][0], 0)
         # Messages committed but not yet acknowledged at the kill come back and change nothing.
         print("\n  killed at %d rows; after restart: %d redelivered already recorded" %
               (at_kill, self.log(mon2).count("already recorded")), file=sys.stderr)
